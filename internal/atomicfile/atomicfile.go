@@ -1,0 +1,115 @@
+// Package atomicfile writes files so that a reader sees either the old or the
+// new content, never a mix: the new content goes to a temporary file in the
+// same directory, is synced, renamed (or linked) into place, and the
+// directory is synced. On any error the target is left untouched.
+package atomicfile
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrExists is returned by Create when the target exists and overwriting
+// was not allowed.
+var ErrExists = errors.New("file exists")
+
+// Create writes a new file at path with the given mode. fill writes the
+// content into the temporary file. Unless overwrite is set, Create fails with
+// ErrExists if path exists, and never replaces a file that appears
+// concurrently (the temporary file is hard-linked into place).
+func Create(path string, mode fs.FileMode, overwrite bool, fill func(f *os.File) error) error {
+	if !overwrite {
+		if _, err := os.Lstat(path); err == nil {
+			return fmt.Errorf("%s: %w (use --force to replace it)", path, ErrExists)
+		}
+	}
+	return write(path, mode, !overwrite, fill)
+}
+
+// Replace atomically replaces the existing file at path, keeping its mode.
+func Replace(path string, fill func(f *os.File) error) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	return write(path, st.Mode().Perm(), false, fill)
+}
+
+func write(path string, mode fs.FileMode, noClobber bool, fill func(f *os.File) error) (err error) {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("%s: cannot create a temporary file in %s: %w", path, dir, err)
+	}
+	tmpName := tmp.Name()
+	defer func() {
+		if tmp != nil {
+			tmp.Close()
+		}
+		if err != nil {
+			os.Remove(tmpName)
+		}
+	}()
+	if err = tmp.Chmod(mode); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err = fill(tmp); err != nil {
+		return err
+	}
+	if err = tmp.Sync(); err != nil {
+		return fmt.Errorf("%s: sync: %w", path, err)
+	}
+	if err = tmp.Close(); err != nil {
+		tmp = nil
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	tmp = nil
+	if noClobber {
+		if err = os.Link(tmpName, path); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("%s: %w (use --force to replace it)", path, ErrExists)
+			}
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		os.Remove(tmpName)
+	} else if err = os.Rename(tmpName, path); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("%s: sync directory: %w", dir, err)
+	}
+	return nil
+}
+
+// Lock takes an exclusive advisory lock on an open file without waiting.
+func Lock(f *os.File) error {
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return fmt.Errorf("%s: locked by another process; try again when it has finished", f.Name())
+		}
+		return fmt.Errorf("%s: lock: %w", f.Name(), err)
+	}
+	return nil
+}
+
+// WriteSecret writes a small file holding secret material with mode 0600.
+func WriteSecret(path string, data []byte, overwrite bool) error {
+	return Create(path, 0o600, overwrite, func(f *os.File) error {
+		_, err := f.Write(data)
+		return err
+	})
+}
