@@ -3,6 +3,7 @@ package ek
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/big"
 	"math/bits"
 )
@@ -22,6 +23,19 @@ const (
 	// Microsoft reference code in the go-tpm-tools simulator).
 	BigEndianMS
 )
+
+// ModeByName maps the names TPM profiles use to candidate modes.
+func ModeByName(name string) (CandidateMode, error) {
+	switch name {
+	case "tcg-1.83":
+		return Reversed1_83, nil
+	case "tcg-1.84":
+		return Reversed1_84, nil
+	case "ms-reference":
+		return BigEndianMS, nil
+	}
+	return 0, fmt.Errorf("ek: unknown RSA candidate mode %q", name)
+}
 
 // sievePrimes are the odd primes from 11 up to 38891, the table the
 // reference code uses for 1024-bit candidates (the first 4096 odd primes,

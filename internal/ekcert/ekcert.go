@@ -21,8 +21,8 @@ import (
 	"strings"
 	"time"
 
-	attestx509 "github.com/google/go-attestation/x509"
 	"github.com/google/go-attestation/oid"
+	attestx509 "github.com/google/go-attestation/x509"
 	"go.step.sm/crypto/x509util"
 )
 
@@ -210,14 +210,14 @@ type CheckOptions struct {
 
 // Result summarizes a parsed EK certificate.
 type Result struct {
-	Cert          *x509.Certificate
-	Manufacturer  string
-	Model         string
-	Version       string
-	Spec          string
-	Problems      []string // profile or property deviations (not fatal with --force)
-	KeyMismatch   bool
-	ChainError    error
+	Cert         *x509.Certificate
+	Manufacturer string
+	Model        string
+	Version      string
+	Spec         string
+	Problems     []string // profile or property deviations (not fatal with --force)
+	KeyMismatch  bool
+	ChainError   error
 }
 
 // OK reports whether nothing at all was found.

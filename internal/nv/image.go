@@ -188,6 +188,9 @@ func (im *Image) Field(name string) []byte {
 	return im.Fixed[off : off+size]
 }
 
+// U16 reads a 16-bit little-endian field.
+func (im *Image) U16(name string) uint16 { return le.Uint16(im.Field(name)) }
+
 // U32 reads a 32-bit little-endian field.
 func (im *Image) U32(name string) uint32 { return le.Uint32(im.Field(name)) }
 

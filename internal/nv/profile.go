@@ -77,9 +77,9 @@ type Profile struct {
 	SpecFamily   string
 	SpecLevel    int
 	SpecRevision int // TPM_PT_REVISION (e.g. 183 for 1.83)
-	// RSAPrimeMask selects the prime-candidate conversion of this build's
-	// TpmMath_GetRandomBits (see package ek).
-	RSAPrimeMaskBug bool
+	// RSACandidate names how this build turns DRBG bytes into RSA prime
+	// candidates (package ek, ModeByName).
+	RSACandidate string
 
 	NVSize       int
 	SeedSize     int

@@ -1,0 +1,259 @@
+package main
+
+import (
+	"crypto/rand"
+	"fmt"
+	"os"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/keyfile"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/pipeline"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/statefile"
+)
+
+var sizeFlag = &cli.Int64Flag{Name: "size", Value: statefile.DefaultImageSize, Usage: "size of the new (sparse) state image in `BYTES`; at least 16896 (33 sectors)"}
+
+func (e *cmdEnv) keyCmd() *cli.Command {
+	return &cli.Command{
+		Name:  "key",
+		Usage: "create a state key and print it in the forms key brokers take",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "generate",
+				Usage:     "write a new 64-byte state key (mode 0600) from the system's CSPRNG",
+				UsageText: "vtpm-mfg key generate -o FILE [--hex]",
+				Description: `Writes 64 random bytes, raw, or as 128 hex characters with --hex.
+Refuses to overwrite an existing file.
+
+Example:
+  vtpm-mfg key generate -o state.key`,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "key `FILE` to create"},
+					&cli.BoolFlag{Name: "hex", Usage: "write 128 hex characters and a newline instead of raw bytes"},
+				},
+				Action: func(c *cli.Context) error {
+					if err := noArgs(c); err != nil {
+						return err
+					}
+					if err := need(c, "output"); err != nil {
+						return err
+					}
+					k := make([]byte, keyfile.Size)
+					if _, err := rand.Read(k); err != nil {
+						return err
+					}
+					defer keyfile.Wipe(k)
+					data := k
+					if c.Bool("hex") {
+						data = []byte(keyfile.Forms(k).Hex + "\n")
+						defer keyfile.Wipe(data)
+					}
+					if err := atomicfile.WriteSecret(c.String("output"), data, false); err != nil {
+						return err
+					}
+					fmt.Fprintf(e.stderr, "wrote a new 64-byte state key to %s (mode 0600)\n", c.String("output"))
+					return nil
+				},
+			},
+			{
+				Name:      "kbs",
+				Usage:     "print a state key in the forms key brokers need",
+				UsageText: "vtpm-mfg key kbs (--key-file FILE | --key-env NAME) [--write-raw FILE] [--json]",
+				Description: `Prints the key for registration with a key broker:
+  hex      the 128-character string (2024 SVSM proof of concept, RAClients;
+           register it without a trailing newline)
+  base64   the raw bytes in base64, as kbs-test -s takes it (2025 demo)
+  raw      a file with the 64 raw bytes, for Trustee:
+           kbs-client ... set-resource --path default/sample/test --resource-file FILE
+           (the key file itself if it is raw; else write one with --write-raw)
+
+This prints secret material: run it only where the output is safe.
+
+Example:
+  vtpm-mfg key kbs --key-file state.key`,
+				Flags: append(keyFlags("", "state key"),
+					&cli.StringFlag{Name: "write-raw", Usage: "also write the 64 raw bytes to `FILE` (mode 0600)"},
+					jsonFlag),
+				Action: func(c *cli.Context) error {
+					if err := noArgs(c); err != nil {
+						return err
+					}
+					k, err := e.loadKey(c, "")
+					if err != nil {
+						return err
+					}
+					defer keyfile.Wipe(k)
+					rawPath := ""
+					if p := c.String("write-raw"); p != "" {
+						if err := atomicfile.WriteSecret(p, k, false); err != nil {
+							return err
+						}
+						rawPath = p
+					} else if f := c.String("key-file"); f != "" && f != "-" {
+						if st, err := os.Stat(f); err == nil && st.Size() == keyfile.Size {
+							rawPath = f
+						}
+					}
+					forms := keyfile.Forms(k)
+					if c.Bool("json") {
+						return e.printJSON(map[string]string{"hex": forms.Hex, "base64": forms.Base64, "raw_file": rawPath})
+					}
+					fmt.Fprintf(e.stdout, "hex:    %s\nbase64: %s\n", forms.Hex, forms.Base64)
+					if rawPath != "" {
+						fmt.Fprintf(e.stdout, "raw:    %s\n", rawPath)
+					} else {
+						fmt.Fprintf(e.stdout, "raw:    (the key file is hex; write a raw copy with --write-raw FILE)\n")
+					}
+					return nil
+				},
+			},
+		},
+	}
+}
+
+func (e *cmdEnv) packCmd() *cli.Command {
+	return &cli.Command{
+		Name:      "pack",
+		Usage:     "wrap a raw NVChip into a new encrypted state image",
+		UsageText: "vtpm-mfg pack --nvchip FILE (--key-file K | --key-env NAME) -o IMAGE [--size BYTES] [--force]",
+		Description: `The NVChip must be exactly 16384 bytes (the TPM's NV_MEMORY_SIZE). The
+new image is sparse (16 MiB by default, only 33 sectors written), mode 0600.
+
+Example:
+  vtpm-mfg pack --nvchip NVChip --key-file state.key -o state.img`,
+		Flags: append(keyFlags("", "state key"),
+			&cli.StringFlag{Name: "nvchip", Usage: "raw NVChip `FILE` to pack"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "state image `FILE` to create"},
+			sizeFlag, forceFlag),
+		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			if err := need(c, "nvchip", "output"); err != nil {
+				return err
+			}
+			in, out := c.String("nvchip"), c.String("output")
+			if sameFile(in, out) {
+				return usagef("pack: the output %s is the input; write to a new file", out)
+			}
+			k, err := e.loadKey(c, "")
+			if err != nil {
+				return err
+			}
+			defer keyfile.Wipe(k)
+			st, err := os.Stat(in)
+			if err != nil {
+				return fmt.Errorf("%s: cannot read NVChip: %v", in, err.(*os.PathError).Err)
+			}
+			if st.IsDir() {
+				return fmt.Errorf("%s: is a directory, not an NVChip", in)
+			}
+			if st.Size() != statefile.NVSize {
+				return fmt.Errorf("%s: NVChip is %d bytes, must be exactly %d; the SVSM's TPM would re-manufacture any other size", in, st.Size(), statefile.NVSize)
+			}
+			nvb, err := os.ReadFile(in)
+			if err != nil {
+				return err
+			}
+			defer clear(nvb)
+			if err := statefile.Create(out, k, nvb, c.Int64("size"), c.Bool("force")); err != nil {
+				return err
+			}
+			prof := "fits no known TPM profile"
+			if im, err := pipeline.ParseNV(in, nvb, ""); err == nil {
+				prof = "TPM profile " + im.Profile.Name
+			}
+			fmt.Fprintf(e.stderr, "packed %s into %s (%d bytes, %s)\n", in, out, c.Int64("size"), prof)
+			return nil
+		},
+	}
+}
+
+func (e *cmdEnv) unpackCmd() *cli.Command {
+	return &cli.Command{
+		Name:      "unpack",
+		Usage:     "decrypt the NVChip out of a state image",
+		UsageText: "vtpm-mfg unpack --state IMAGE (--key-file K | --key-env NAME) -o NVCHIP [--force]",
+		Description: `Writes the 16384-byte NVChip (mode 0600: it holds the TPM's seeds).
+
+Example:
+  vtpm-mfg unpack --state state.img --key-file state.key -o NVChip`,
+		Flags: append(keyFlags("", "state key"),
+			&cli.StringFlag{Name: "state", Usage: "state image `FILE`"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "NVChip `FILE` to create"},
+			forceFlag),
+		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			if err := need(c, "state", "output"); err != nil {
+				return err
+			}
+			in, out := c.String("state"), c.String("output")
+			if sameFile(in, out) {
+				return usagef("unpack: the output %s is the input; write to a new file", out)
+			}
+			k, err := e.loadKey(c, "")
+			if err != nil {
+				return err
+			}
+			defer keyfile.Wipe(k)
+			nvb, _, err := statefile.Read(in, k)
+			if err != nil {
+				return err
+			}
+			defer clear(nvb)
+			if err := writeOut(out, nvb, true, c.Bool("force")); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stderr, "wrote the NVChip of %s to %s\n", in, out)
+			return nil
+		},
+	}
+}
+
+func (e *cmdEnv) rotateKeyCmd() *cli.Command {
+	return &cli.Command{
+		Name:      "rotate-key",
+		Usage:     "re-encrypt a state image under a new key, in place and atomically",
+		UsageText: "vtpm-mfg rotate-key --state IMAGE (--key-file OLD | --key-env NAME) (--new-key-file NEW | --new-key-env NAME)",
+		Description: `Proves that the old key opens the image, then rewrites the image under the
+new key (temporary file, fsync, rename). Only the sectors in use are
+re-encrypted; the rest of the image is carried over, holes stay holes.
+Register the new key with the key broker before the VM boots again.
+
+Example:
+  vtpm-mfg key generate -o new.key
+  vtpm-mfg rotate-key --state state.img --key-file state.key --new-key-file new.key`,
+		Flags: append(append(keyFlags("", "current state key"), keyFlags("new-", "new state key")...),
+			&cli.StringFlag{Name: "state", Usage: "state image `FILE` to re-encrypt"}),
+		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			if err := need(c, "state"); err != nil {
+				return err
+			}
+			old, err := e.loadKey(c, "")
+			if err != nil {
+				return err
+			}
+			defer keyfile.Wipe(old)
+			nk, err := e.loadKey(c, "new-")
+			if err != nil {
+				return err
+			}
+			defer keyfile.Wipe(nk)
+			if string(old) == string(nk) {
+				return usagef("rotate-key: the new key is the current key")
+			}
+			if err := statefile.Update(c.String("state"), old, nk, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stderr, "re-encrypted %s under the new key\n", c.String("state"))
+			return nil
+		},
+	}
+}

@@ -1,0 +1,669 @@
+package main
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/ek"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/ekcert"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/keyfile"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/pipeline"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/statefile"
+)
+
+func profileFlag(dflt string) *cli.StringFlag {
+	u := "TPM build `PROFILE`: " + strings.Join(nv.Names(), " or ")
+	if dflt == "" {
+		u += " (default: whichever the image fits)"
+	}
+	return &cli.StringFlag{Name: "profile", Value: dflt, Usage: u}
+}
+
+// loadImage reads the NV image from --nvchip or from --state with a key.
+func (e *cmdEnv) loadImage(c *cli.Context) (*nv.Image, *statefile.Info, error) {
+	nvPath, state := c.String("nvchip"), c.String("state")
+	switch {
+	case nvPath != "" && state != "":
+		return nil, nil, usagef("%s: give --nvchip or --state, not both", c.Command.FullName())
+	case nvPath != "":
+		im, err := pipeline.ReadNVChip(nvPath, c.String("profile"))
+		return im, nil, err
+	case state != "":
+		k, err := e.loadKey(c, "")
+		if err != nil {
+			return nil, nil, err
+		}
+		defer keyfile.Wipe(k)
+		im, info, err := pipeline.ReadState(state, k, c.String("profile"))
+		return im, &info, err
+	}
+	return nil, nil, usagef("%s: give --nvchip FILE or --state IMAGE", c.Command.FullName())
+}
+
+func sourceFlags() []cli.Flag {
+	return append([]cli.Flag{
+		&cli.StringFlag{Name: "state", Usage: "encrypted state `IMAGE`"},
+		&cli.StringFlag{Name: "nvchip", Usage: "raw NVChip `FILE` instead of a state image"},
+	}, keyFlags("", "state key")...)
+}
+
+type inspectOutput struct {
+	Container *statefile.Info  `json:"container,omitempty"`
+	TPM       *pipeline.Report `json:"tpm"`
+}
+
+func (e *cmdEnv) inspectCmd() *cli.Command {
+	return &cli.Command{
+		Name:      "inspect",
+		Usage:     "describe a state image or NVChip: container, TPM state, NV indices, certificates, EKs",
+		UsageText: "vtpm-mfg inspect (--state IMAGE (--key-file K | --key-env NAME) | --nvchip FILE) [--profile P] [--json]",
+		Description: `Seeds and proofs are never printed, only fingerprints of them.
+
+Examples:
+  vtpm-mfg inspect --state state.img --key-file state.key
+  vtpm-mfg inspect --state state.img --key-env STATE_KEY --json`,
+		Flags: append(sourceFlags(), profileFlag(""), jsonFlag),
+		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			im, info, err := e.loadImage(c)
+			if err != nil {
+				return err
+			}
+			rep, err := pipeline.Describe(im)
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				return e.printJSON(inspectOutput{Container: info, TPM: rep})
+			}
+			if info != nil {
+				fmt.Fprintf(e.stdout, "state image:        %s\n", info.Path)
+				fmt.Fprintf(e.stdout, "image size:         %d bytes (%d allocated)\n", info.ImageSize, info.AllocatedSize)
+				fmt.Fprintf(e.stdout, "metadata:           magic 0x%08X, NVChip size %d\n", info.Magic, info.NVSize)
+			}
+			fmt.Fprint(e.stdout, rep.Text())
+			return nil
+		},
+	}
+}
+
+func (e *cmdEnv) nvCmd() *cli.Command {
+	return &cli.Command{
+		Name:  "nv",
+		Usage: "work with raw NVChip files",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "new",
+				Usage:     "write a freshly manufactured NVChip (new random seeds, no EK certificates)",
+				UsageText: "vtpm-mfg nv new [--profile P] -o NVCHIP [--force]",
+				Description: `Writes what TPM_Manufacture of the chosen build writes (mode 0600).
+
+Example:
+  vtpm-mfg nv new --profile svsm-poc -o NVChip`,
+				Flags: []cli.Flag{profileFlag(nv.DefaultProfile),
+					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "NVChip `FILE` to create"}, forceFlag},
+				Action: func(c *cli.Context) error {
+					if err := noArgs(c); err != nil {
+						return err
+					}
+					if err := need(c, "output"); err != nil {
+						return err
+					}
+					p, err := nv.Get(c.String("profile"))
+					if err != nil {
+						return usagef("%v", err)
+					}
+					im, err := nv.Manufacture(p)
+					if err != nil {
+						return err
+					}
+					b := im.Bytes()
+					defer clear(b)
+					if err := writeOut(c.String("output"), b, true, c.Bool("force")); err != nil {
+						return err
+					}
+					fmt.Fprintf(e.stderr, "wrote a manufactured %s NVChip to %s\n", p.Name, c.String("output"))
+					return nil
+				},
+			},
+			{
+				Name:      "inspect",
+				Usage:     "describe an NVChip (same as inspect --nvchip)",
+				UsageText: "vtpm-mfg nv inspect --nvchip FILE [--profile P] [--json]",
+				Description: `Example:
+  vtpm-mfg nv inspect --nvchip NVChip`,
+				Flags:  append(sourceFlags(), profileFlag(""), jsonFlag),
+				Action: e.inspectCmd().Action,
+			},
+		},
+	}
+}
+
+func (e *cmdEnv) ekCmd() *cli.Command {
+	return &cli.Command{
+		Name:  "ek",
+		Usage: "derive endorsement keys",
+		Subcommands: []*cli.Command{{
+			Name:      "public",
+			Usage:     "print the EK public key the image's TPM will create",
+			UsageText: "vtpm-mfg ek public (--nvchip FILE | --state IMAGE --key-file K) --alg rsa2048|ecc-p256 [--profile P] [--format pem|tpm2b] [-o FILE]",
+			Description: `Derives the EK from the endorsement seed exactly as TPM2_CreatePrimary
+with the TCG default template (L-1 or L-2) does in the chosen TPM build.
+--format tpm2b writes the marshaled TPM2B_PUBLIC, byte for byte what
+tpm2_createek -u writes.
+
+Example:
+  vtpm-mfg ek public --state state.img --key-file state.key --alg rsa2048`,
+			Flags: append(sourceFlags(), profileFlag(""),
+				&cli.StringFlag{Name: "alg", Usage: "EK type: rsa2048 or ecc-p256"},
+				&cli.StringFlag{Name: "format", Value: "pem", Usage: "pem (SubjectPublicKeyInfo) or tpm2b"},
+				&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write to `FILE` instead of standard output"},
+				forceFlag),
+			Action: func(c *cli.Context) error {
+				if err := noArgs(c); err != nil {
+					return err
+				}
+				if err := need(c, "alg"); err != nil {
+					return err
+				}
+				alg, err := ek.ParseAlg(c.String("alg"))
+				if err != nil {
+					return usagef("%v", err)
+				}
+				format := c.String("format")
+				if format != "pem" && format != "tpm2b" {
+					return usagef("ek public: --format must be pem or tpm2b")
+				}
+				if c.String("output") != "" && format == "tpm2b" && c.String("output") == "-" {
+					return usagef("ek public: binary output needs a file")
+				}
+				im, _, err := e.loadImage(c)
+				if err != nil {
+					return err
+				}
+				k, err := pipeline.DeriveEK(im, alg)
+				if err != nil {
+					return err
+				}
+				var out []byte
+				if format == "tpm2b" {
+					out = k.TPM2BPublic()
+				} else {
+					pub, err := k.CryptoPublic()
+					if err != nil {
+						return err
+					}
+					der, err := x509.MarshalPKIXPublicKey(pub)
+					if err != nil {
+						return err
+					}
+					out = pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+				}
+				if o := c.String("output"); o != "" {
+					return writeOut(o, out, false, c.Bool("force"))
+				}
+				_, err = e.stdout.Write(out)
+				return err
+			},
+		}},
+	}
+}
+
+func (e *cmdEnv) caCmd() *cli.Command {
+	return &cli.Command{
+		Name:  "ca",
+		Usage: "a throwaway certificate authority for trying the tool",
+		Subcommands: []*cli.Command{{
+			Name:      "init",
+			Usage:     "create a self-signed CA certificate and key",
+			UsageText: "vtpm-mfg ca init --out-cert FILE --out-key FILE [--subject CN] [--rsa] [--days N]",
+			Description: `For evaluation and tests: a production EK CA key belongs in an HSM or
+KMS (see manufacture --ca-key). ECDSA P-384 by default, RSA-3072 with --rsa.
+The key file is written with mode 0600; existing files are never replaced.
+
+Example:
+  vtpm-mfg ca init --out-cert ca.pem --out-key ca.key --subject "Example EK CA"`,
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "out-cert", Usage: "CA certificate `FILE` (PEM) to create"},
+				&cli.StringFlag{Name: "out-key", Usage: "CA private key `FILE` (PEM, PKCS#8) to create"},
+				&cli.StringFlag{Name: "subject", Value: "vtpm-mfg test EK CA", Usage: "common name of the CA"},
+				&cli.BoolFlag{Name: "rsa", Usage: "RSA-3072 key (PKCS#1 v1.5 signatures) instead of ECDSA P-384"},
+				&cli.IntFlag{Name: "days", Value: 3650, Usage: "validity in days"},
+			},
+			Action: func(c *cli.Context) error {
+				if err := noArgs(c); err != nil {
+					return err
+				}
+				if err := need(c, "out-cert", "out-key"); err != nil {
+					return err
+				}
+				certPath, keyPath := c.String("out-cert"), c.String("out-key")
+				if sameFile(certPath, keyPath) {
+					return usagef("ca init: --out-cert and --out-key must differ")
+				}
+				if c.Int("days") < 1 {
+					return usagef("ca init: --days must be positive")
+				}
+				for _, p := range []string{certPath, keyPath} {
+					if _, err := os.Lstat(p); err == nil {
+						return fmt.Errorf("%s: %w; choose another name", p, atomicfile.ErrExists)
+					}
+				}
+				cert, key, err := ekcert.NewSelfSigned(c.String("subject"), c.Bool("rsa"), time.Duration(c.Int("days"))*24*time.Hour)
+				if err != nil {
+					return err
+				}
+				kp, err := ekcert.EncodeKey(key)
+				if err != nil {
+					return err
+				}
+				defer clear(kp)
+				if err := atomicfile.WriteSecret(keyPath, kp, false); err != nil {
+					return err
+				}
+				if err := writeOut(certPath, ekcert.EncodeCert(cert), false, false); err != nil {
+					os.Remove(keyPath)
+					return err
+				}
+				fmt.Fprintf(e.stderr, "created CA %q: certificate %s, key %s (mode 0600)\n", cert.Subject.CommonName, certPath, keyPath)
+				return nil
+			},
+		}},
+	}
+}
+
+func parseAlgs(s string) ([]ek.Alg, error) {
+	var out []ek.Alg
+	seen := map[ek.Alg]bool{}
+	for _, f := range strings.Split(s, ",") {
+		a, err := ek.ParseAlg(strings.TrimSpace(f))
+		if err != nil {
+			return nil, usagef("%v", err)
+		}
+		if !seen[a] {
+			out = append(out, a)
+			seen[a] = true
+		}
+	}
+	return out, nil
+}
+
+func certFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "ca-cert", Usage: "issuing CA certificate `FILE` (PEM; intermediates up to the root may follow it)"},
+		&cli.StringFlag{Name: "ca-key", Usage: "CA private key: a PEM `FILE` or a KMS URI (e.g. pkcs11:... in a pkcs11 build)"},
+		&cli.StringFlag{Name: "not-before", Usage: "certificate validity start, RFC 3339 (default: now)"},
+		&cli.StringFlag{Name: "not-after", Usage: "certificate validity end, RFC 3339 (default: 9999-12-31T23:59:59Z, as TPM vendors do)"},
+		&cli.BoolFlag{Name: "no-lock", Usage: "do not write-lock the certificate index (NV_WriteLock)"},
+		&cli.BoolFlag{Name: "store-chain", Usage: "also store the CA certificates in NV indices 0x01C00100.."},
+	}
+}
+
+func (e *cmdEnv) certOptions(c *cli.Context) (pipeline.CertOptions, error) {
+	var o pipeline.CertOptions
+	var err error
+	parse := func(flag string) (time.Time, error) {
+		s := c.String(flag)
+		if s == "" {
+			return time.Time{}, nil
+		}
+		t, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			return t, usagef("--%s: %q is not an RFC 3339 time (e.g. 2026-01-01T00:00:00Z)", flag, s)
+		}
+		return t, nil
+	}
+	if o.NotBefore, err = parse("not-before"); err != nil {
+		return o, err
+	}
+	if o.NotAfter, err = parse("not-after"); err != nil {
+		return o, err
+	}
+	o.NoLock, o.StoreChain = c.Bool("no-lock"), c.Bool("store-chain")
+	o.CA, err = ekcert.LoadCA(c.Context, c.String("ca-cert"), c.String("ca-key"), time.Now())
+	return o, err
+}
+
+type manifest struct {
+	Profile      string         `json:"profile"`
+	Output       string         `json:"output"`
+	Format       string         `json:"format"`
+	ImageSHA256  string         `json:"image_sha256"`
+	NVChipSHA256 string         `json:"nvchip_sha256"`
+	EKs          []manifestCert `json:"endorsement_keys"`
+}
+
+type manifestCert struct {
+	Alg        string `json:"alg"`
+	Index      string `json:"nv_index"`
+	Name       string `json:"ek_name"`
+	KeySHA256  string `json:"ek_public_key_fingerprint"`
+	Serial     string `json:"certificate_serial"`
+	CertSHA256 string `json:"certificate_sha256"`
+	Issuer     string `json:"issuer"`
+	NotAfter   string `json:"not_after"`
+	CertFile   string `json:"certificate_file,omitempty"`
+	EKFile     string `json:"ek_public_key_file,omitempty"`
+}
+
+func (e *cmdEnv) manufactureCmd() *cli.Command {
+	return &cli.Command{
+		Name:      "manufacture",
+		Usage:     "create a new vTPM state image with CA-signed EK certificates",
+		UsageText: "vtpm-mfg manufacture (--key-file K | --key-env NAME) --ca-cert C --ca-key CK -o IMAGE [options]",
+		Description: `Manufactures a TPM offline: fresh random seeds and proofs (the image the
+TPM's own TPM_Manufacture writes for the chosen build), the EKs of TCG
+templates L-1 (RSA-2048) and L-2 (ECC P-256) derived from the new
+endorsement seed, one certificate per EK signed by your CA, stored in
+platform NV indices 0x01C00002 / 0x01C0000A (attributes 0x42072001, then
+WRITTEN, and WRITELOCKED unless --no-lock), and the NVChip encrypted into a
+new state image. Nothing is written unless every step succeeds.
+
+--format nvchip writes the raw NVChip instead (for svsm-2026, whose
+CocoonFS container is not supported yet).
+
+Examples:
+  vtpm-mfg manufacture --key-file state.key --ca-cert ca.pem --ca-key ca.key -o state.img
+  vtpm-mfg manufacture --key-env STATE_KEY --ca-cert ca.pem --ca-key ca.key \
+      -o state.img --cert-dir certs --json
+  vtpm-mfg manufacture --profile svsm-2026 --format nvchip --ca-cert ca.pem --ca-key ca.key -o NVChip`,
+		Flags: append(append(keyFlags("", "state key"), certFlags()...),
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "state image (or NVChip) `FILE` to create"},
+			profileFlag(nv.DefaultProfile),
+			&cli.StringFlag{Name: "ek", Value: "rsa2048,ecc-p256", Usage: "EK types to certify, comma-separated"},
+			&cli.StringFlag{Name: "format", Value: "state", Usage: "state (encrypted BlockFS image) or nvchip (raw NV image)"},
+			&cli.StringFlag{Name: "cert-dir", Usage: "also write the certificates and EK public keys (PEM) into `DIR`"},
+			sizeFlag, forceFlag, jsonFlag),
+		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			if err := need(c, "output", "ca-cert", "ca-key"); err != nil {
+				return err
+			}
+			p, err := nv.Get(c.String("profile"))
+			if err != nil {
+				return usagef("%v", err)
+			}
+			algs, err := parseAlgs(c.String("ek"))
+			if err != nil {
+				return err
+			}
+			format := c.String("format")
+			if format != "state" && format != "nvchip" {
+				return usagef("manufacture: --format must be state or nvchip")
+			}
+			out := c.String("output")
+			if !c.Bool("force") {
+				if _, err := os.Lstat(out); err == nil {
+					return fmt.Errorf("%s: %w (use --force to replace it)", out, atomicfile.ErrExists)
+				}
+			}
+			var key []byte
+			if format == "state" {
+				if key, err = e.loadKey(c, ""); err != nil {
+					return err
+				}
+				defer keyfile.Wipe(key)
+			} else if c.String("key-file") != "" || c.String("key-env") != "" {
+				return usagef("manufacture: --format nvchip writes an unencrypted NVChip; do not give a state key")
+			}
+			certOpts, err := e.certOptions(c)
+			if err != nil {
+				return err
+			}
+			im, issued, err := pipeline.Manufacture(pipeline.ManufactureOptions{Profile: p, Algs: algs, CertOptions: certOpts})
+			if err != nil {
+				return err
+			}
+			nvb := im.Bytes()
+			defer clear(nvb)
+			if format == "state" {
+				err = statefile.Create(out, key, nvb, c.Int64("size"), c.Bool("force"))
+			} else {
+				err = writeOut(out, nvb, true, c.Bool("force"))
+			}
+			if err != nil {
+				return err
+			}
+			m := manifest{Profile: p.Name, Output: out, Format: format, NVChipSHA256: sha256File(nil, nvb)}
+			m.ImageSHA256 = sha256File([]string{out}, nil)
+			for _, is := range issued {
+				pub, _ := is.Key.CryptoPublic()
+				mc := manifestCert{Alg: string(is.Alg), Index: fmt.Sprintf("0x%08x", is.Index), Name: fmt.Sprintf("%x", is.Key.Name),
+					KeySHA256: pipeline.KeyFingerprint(pub), Serial: is.Cert.SerialNumber.Text(16), CertSHA256: sha256File(nil, is.Cert.Raw),
+					Issuer: is.Cert.Issuer.String(), NotAfter: is.Cert.NotAfter.UTC().Format(time.RFC3339)}
+				if dir := c.String("cert-dir"); dir != "" {
+					if mc.CertFile, mc.EKFile, err = writeCertDir(dir, is, c.Bool("force")); err != nil {
+						return fmt.Errorf("%w (the image %s was written)", err, out)
+					}
+				}
+				m.EKs = append(m.EKs, mc)
+			}
+			if c.Bool("json") {
+				return e.printJSON(m)
+			}
+			fmt.Fprintf(e.stdout, "manufactured a %s TPM into %s (%s)\n", p.Name, out, format)
+			for _, mc := range m.EKs {
+				fmt.Fprintf(e.stdout, "  %-9s EK %s, certificate serial %s at NV index %s\n", mc.Alg, mc.KeySHA256, mc.Serial, mc.Index)
+			}
+			if format == "nvchip" {
+				fmt.Fprintf(e.stdout, `To use it with upstream SVSM, store it in the CocoonFS state image as
+inode 0x100000000 and put the 12 bytes "COCONUT-SVSM" in inode 0x100000001
+(without that marker the SVSM re-manufactures the TPM).
+`)
+			}
+			return nil
+		},
+	}
+}
+
+func writeCertDir(dir string, is pipeline.Issued, force bool) (string, string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", fmt.Errorf("%s: %w", dir, err)
+	}
+	pub, err := is.Key.CryptoPublic()
+	if err != nil {
+		return "", "", err
+	}
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", "", err
+	}
+	cf := filepath.Join(dir, "ek-"+string(is.Alg)+".crt.pem")
+	kf := filepath.Join(dir, "ek-"+string(is.Alg)+".pub.pem")
+	if err := writeOut(cf, ekcert.EncodeCert(is.Cert), false, force); err != nil {
+		return "", "", err
+	}
+	if err := writeOut(kf, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), false, force); err != nil {
+		return "", "", err
+	}
+	return cf, kf, nil
+}
+
+func (e *cmdEnv) installCertCmd() *cli.Command {
+	return &cli.Command{
+		Name:      "install-ekcert",
+		Usage:     "put an EK certificate into an existing state image",
+		UsageText: "vtpm-mfg install-ekcert --state IMAGE (--key-file K | --key-env NAME) (--cert FILE | --ca-cert C --ca-key CK) [--alg A] [--force]",
+		Description: `With --cert, installs a certificate issued elsewhere after checking that it
+certifies this image's EK (never overridable) and meets the TCG EK profile
+(--force accepts a non-compliant one). With --ca-cert/--ca-key, issues a
+new certificate. An existing certificate is replaced and its index keeps
+its attributes. The image is rewritten atomically, or not at all.
+
+Examples:
+  vtpm-mfg install-ekcert --state state.img --key-file state.key --cert ek-rsa.der
+  vtpm-mfg install-ekcert --state state.img --key-file state.key --alg ecc-p256 \
+      --ca-cert ca.pem --ca-key ca.key`,
+		Flags: append(append(keyFlags("", "state key"), certFlags()...),
+			&cli.StringFlag{Name: "state", Usage: "state `IMAGE` to change"},
+			&cli.StringFlag{Name: "cert", Usage: "certificate `FILE` to install (PEM or DER)"},
+			&cli.StringFlag{Name: "alg", Value: "rsa2048", Usage: "which EK: rsa2048 or ecc-p256"},
+			profileFlag(""),
+			&cli.BoolFlag{Name: "force", Usage: "install a certificate that deviates from the TCG EK profile (it must still certify this TPM's EK)"}),
+		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			if err := need(c, "state"); err != nil {
+				return err
+			}
+			alg, err := ek.ParseAlg(c.String("alg"))
+			if err != nil {
+				return usagef("%v", err)
+			}
+			certFile, caCert := c.String("cert"), c.String("ca-cert")
+			if (certFile == "") == (caCert == "") {
+				return usagef("install-ekcert: give --cert FILE, or --ca-cert and --ca-key to issue one")
+			}
+			if caCert != "" {
+				if err := need(c, "ca-key"); err != nil {
+					return err
+				}
+			}
+			var der []byte
+			var opts pipeline.CertOptions
+			if certFile != "" {
+				certs, err := ekcert.ReadCertificates(certFile)
+				if err != nil {
+					return err
+				}
+				der = certs[0].Raw
+			} else if opts, err = e.certOptions(c); err != nil {
+				return err
+			}
+			key, err := e.loadKey(c, "")
+			if err != nil {
+				return err
+			}
+			defer keyfile.Wipe(key)
+			state := c.String("state")
+			var summary string
+			err = statefile.Update(state, key, nil, func(nvb []byte) ([]byte, error) {
+				im, err := pipeline.ParseNV(state, nvb, c.String("profile"))
+				if err != nil {
+					return nil, err
+				}
+				if der == nil {
+					is, err := pipeline.IssueAndInstall(im, alg, opts)
+					if err != nil {
+						return nil, err
+					}
+					summary = "issued and installed a new " + string(alg) + " EK certificate, serial " + is.Cert.SerialNumber.Text(16)
+					return im.Bytes(), nil
+				}
+				k, err := pipeline.DeriveEK(im, alg)
+				if err != nil {
+					return nil, err
+				}
+				pub, _ := k.CryptoPublic()
+				info := pipeline.TPMInfo(im.Profile)
+				res, err := ekcert.Check(der, ekcert.CheckOptions{Want: pub, TPM: &info})
+				if err != nil {
+					return nil, fmt.Errorf("%s: %w", certFile, err)
+				}
+				if res.KeyMismatch {
+					return nil, fmt.Errorf("%s: the certificate is for another key (%s), this TPM's %s EK is %s; refusing", certFile, pipeline.KeyFingerprint(res.Cert.PublicKey), alg, pipeline.KeyFingerprint(pub))
+				}
+				if len(res.Problems) > 0 && !c.Bool("force") {
+					return nil, fmt.Errorf("%s: does not meet the TCG EK certificate profile:\n  %s\n(use --force to install it anyway)", certFile, strings.Join(res.Problems, "\n  "))
+				}
+				if err := pipeline.PutCert(im, alg, der, !c.Bool("no-lock")); err != nil {
+					return nil, fmt.Errorf("%s: %w", certFile, err)
+				}
+				summary = "installed " + certFile + " as the " + string(alg) + " EK certificate"
+				return im.Bytes(), nil
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "%s in %s (NV index 0x%08x)\n", summary, state, pipeline.CertIndex[alg])
+			return nil
+		},
+	}
+}
+
+type verifyOutput struct {
+	OK       bool     `json:"ok"`
+	Profile  string   `json:"profile,omitempty"`
+	Findings []string `json:"findings"`
+}
+
+func (e *cmdEnv) verifyCmd() *cli.Command {
+	return &cli.Command{
+		Name:      "verify",
+		Usage:     "check a state image offline before deploying it",
+		UsageText: "vtpm-mfg verify (--state IMAGE (--key-file K | --key-env NAME) | --nvchip FILE) --ca-cert C [--ek ALGS] [--json]",
+		Description: `Checks that the image opens with the key and holds an NV image valid for
+its TPM build, and for each EK type: the certificate is present in its NV
+index with the attributes a manufacturer sets, meets the TCG EK profile,
+names this TPM's manufacturer and firmware, chains to the CA, and
+certifies exactly the EK this TPM will derive. Prints one line per finding
+and exits 1 if there is any.
+
+Example:
+  vtpm-mfg verify --state state.img --key-file state.key --ca-cert ca.pem`,
+		Flags: append(sourceFlags(), profileFlag(""),
+			&cli.StringFlag{Name: "ca-cert", Usage: "CA certificate `FILE`(s) to trust (PEM; the root last if several)"},
+			&cli.StringFlag{Name: "ek", Value: "rsa2048,ecc-p256", Usage: "EK types that must be certified"},
+			jsonFlag),
+		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			if err := need(c, "ca-cert"); err != nil {
+				return err
+			}
+			algs, err := parseAlgs(c.String("ek"))
+			if err != nil {
+				return err
+			}
+			certs, err := ekcert.ReadCertificates(c.String("ca-cert"))
+			if err != nil {
+				return err
+			}
+			im, _, err := e.loadImage(c)
+			var out verifyOutput
+			if err != nil {
+				if _, ok := err.(*usageError); ok {
+					return err
+				}
+				out.Findings = []string{err.Error()}
+			} else {
+				out.Profile = im.Profile.Name
+				out.Findings = pipeline.Verify(im, pipeline.VerifyOptions{CA: certs[len(certs)-1:], Intermediates: certs[:len(certs)-1], Algs: algs})
+			}
+			out.OK = len(out.Findings) == 0
+			if out.Findings == nil {
+				out.Findings = []string{}
+			}
+			if c.Bool("json") {
+				if err := e.printJSON(out); err != nil {
+					return err
+				}
+			} else if out.OK {
+				fmt.Fprintf(e.stdout, "OK: %s TPM, EK certificates for %s present, compliant, chained to the CA and certifying the derived EKs\n", out.Profile, c.String("ek"))
+			} else {
+				for _, f := range out.Findings {
+					fmt.Fprintf(e.stdout, "FAIL: %s\n", f)
+				}
+			}
+			if !out.OK {
+				return cli.Exit("", 1)
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,311 @@
+package pipeline
+
+import (
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/vtpm-mfg/vtpm-mfg/internal/ek"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/ekcert"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
+)
+
+// Report describes an NV image for an operator. Secrets appear only as
+// fingerprints.
+type Report struct {
+	Profile      string            `json:"profile"`
+	Firmware     string            `json:"firmware_version"`
+	Secrets      map[string]string `json:"secret_fingerprints"`
+	Counters     map[string]uint64 `json:"counters"`
+	Lockout      map[string]uint32 `json:"dictionary_attack"`
+	PCRBanks     []string          `json:"pcr_banks"`
+	OrderlyState string            `json:"orderly_state"`
+	Indices      []IndexReport     `json:"nv_indices"`
+	Objects      []string          `json:"persistent_objects"`
+	FreeBytes    int               `json:"nv_free_bytes"`
+	EKs          []EKReport        `json:"endorsement_keys"`
+}
+
+// IndexReport is one NV index.
+type IndexReport struct {
+	Handle     string      `json:"handle"`
+	Attributes string      `json:"attributes"`
+	AttrNames  string      `json:"attribute_names"`
+	NameAlg    string      `json:"name_alg"`
+	Size       int         `json:"size"`
+	Role       string      `json:"role,omitempty"`
+	Cert       *CertReport `json:"certificate,omitempty"`
+}
+
+// CertReport summarizes a certificate.
+type CertReport struct {
+	Subject   string `json:"subject"`
+	Issuer    string `json:"issuer"`
+	Serial    string `json:"serial"`
+	NotBefore string `json:"not_before"`
+	NotAfter  string `json:"not_after"`
+	Key       string `json:"public_key"`
+	KeySHA256 string `json:"public_key_fingerprint"`
+	Error     string `json:"error,omitempty"`
+}
+
+// EKReport is one derived EK.
+type EKReport struct {
+	Alg       string `json:"alg"`
+	Name      string `json:"name"`
+	KeySHA256 string `json:"public_key_fingerprint"`
+	CertIndex string `json:"certificate_index"`
+	Certified *bool  `json:"certificate_matches,omitempty"`
+}
+
+func roleOf(h uint32) string {
+	for alg, idx := range CertIndex {
+		if idx == h {
+			return string(alg) + " EK certificate"
+		}
+	}
+	if h >= ChainIndexFirst && h <= ChainIndexLast {
+		return "EK certificate chain"
+	}
+	return ""
+}
+
+func certReport(der []byte) *CertReport {
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		return &CertReport{Error: "not a certificate: " + err.Error()}
+	}
+	r := &CertReport{
+		Subject: c.Subject.String(), Issuer: c.Issuer.String(), Serial: c.SerialNumber.Text(16),
+		NotBefore: c.NotBefore.UTC().Format(time.RFC3339), NotAfter: c.NotAfter.UTC().Format(time.RFC3339),
+		Key: keyDesc(c), KeySHA256: KeyFingerprint(c.PublicKey),
+	}
+	if r.Subject == "" {
+		r.Subject = "(empty; identity in the subjectAltName)"
+	}
+	return r
+}
+
+func keyDesc(c *x509.Certificate) string {
+	switch k := c.PublicKey.(type) {
+	case *rsa.PublicKey:
+		return fmt.Sprintf("RSA-%d", k.N.BitLen())
+	case *ecdsa.PublicKey:
+		return "ECDSA " + k.Curve.Params().Name
+	}
+	return c.PublicKeyAlgorithm.String()
+}
+
+var algNames = map[uint16]string{0x0004: "sha1", 0x000B: "sha256", 0x000C: "sha384", 0x000D: "sha512", 0x0010: "null"}
+
+func algName(a uint16) string {
+	if n, ok := algNames[a]; ok {
+		return n
+	}
+	return fmt.Sprintf("0x%04x", a)
+}
+
+func pcrBanks(b []byte) []string {
+	n := int(le32(b))
+	var out []string
+	for i := 0; i < n && 4+6*i+6 <= len(b); i++ {
+		s := b[4+6*i:]
+		hash := uint16(s[0]) | uint16(s[1])<<8
+		sel := s[3:6]
+		cnt := 0
+		for _, x := range sel {
+			for ; x != 0; x &= x - 1 {
+				cnt++
+			}
+		}
+		out = append(out, fmt.Sprintf("%s: %d PCRs", algName(hash), cnt))
+	}
+	return out
+}
+
+func le32(b []byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
+
+// Describe builds the report, deriving the EKs.
+func Describe(im *nv.Image) (*Report, error) {
+	p := im.Profile
+	r := &Report{
+		Profile:  p.Name,
+		Firmware: fmt.Sprintf("0x%08x.0x%08x", im.U32("firmwareV1"), im.U32("firmwareV2")),
+		Secrets:  map[string]string{},
+		Counters: map[string]uint64{
+			"totalResetCount": im.U64("totalResetCount"),
+			"resetCount":      uint64(im.U32("resetCount")),
+			"auditCounter":    im.U64("auditCounter"),
+			"clock":           im.U64("clock"),
+		},
+		Lockout: map[string]uint32{
+			"failedTries": im.U32("failedTries"), "maxTries": im.U32("maxTries"),
+			"recoveryTime": im.U32("recoveryTime"), "lockoutRecovery": im.U32("lockoutRecovery"),
+		},
+		PCRBanks:  pcrBanks(im.Field("pcrAllocated")),
+		FreeBytes: im.FreeBytes(),
+	}
+	switch os := im.U16("orderlyState"); os {
+	case 0x0000:
+		r.OrderlyState = "TPM_SU_CLEAR (orderly)"
+	case 0x0001:
+		r.OrderlyState = "TPM_SU_STATE (orderly, saved state)"
+	case 0xFFFF:
+		r.OrderlyState = "none (not orderly: the next start is a TPM reset with DA penalty)"
+	default:
+		r.OrderlyState = fmt.Sprintf("0x%04x", os)
+	}
+	for _, f := range []string{"EPSeed", "SPSeed", "PPSeed", "phProof", "shProof", "ehProof"} {
+		r.Secrets[f] = nv.Fingerprint(im.TPM2B(f))
+	}
+	for _, e := range im.Entries {
+		if e.Index == nil {
+			r.Objects = append(r.Objects, fmt.Sprintf("0x%08x", e.Handle))
+			continue
+		}
+		ix := e.Index
+		ir := IndexReport{
+			Handle: fmt.Sprintf("0x%08x", ix.Handle), Attributes: fmt.Sprintf("0x%08x", ix.Attributes),
+			AttrNames: nv.AttrString(ix.Attributes), NameAlg: algName(ix.NameAlg), Size: int(ix.DataSize),
+			Role: roleOf(ix.Handle),
+		}
+		if ir.Role != "" && ix.Data != nil {
+			ir.Cert = certReport(ix.Data)
+		}
+		r.Indices = append(r.Indices, ir)
+	}
+	sort.Slice(r.Indices, func(i, j int) bool { return r.Indices[i].Handle < r.Indices[j].Handle })
+	for _, alg := range ek.Algs {
+		k, err := DeriveEK(im, alg)
+		if err != nil {
+			return nil, err
+		}
+		pub, err := k.CryptoPublic()
+		if err != nil {
+			return nil, err
+		}
+		er := EKReport{Alg: string(alg), Name: hex.EncodeToString(k.Name), KeySHA256: KeyFingerprint(pub), CertIndex: fmt.Sprintf("0x%08x", CertIndex[alg])}
+		if ix := im.LookupIndex(CertIndex[alg]); ix != nil {
+			m := false
+			if c, err := x509.ParseCertificate(ix.Data); err == nil {
+				m = KeyFingerprint(c.PublicKey) == er.KeySHA256
+			}
+			er.Certified = &m
+		}
+		r.EKs = append(r.EKs, er)
+	}
+	return r, nil
+}
+
+// Text renders the report for people.
+func (r *Report) Text() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "TPM profile:        %s\n", r.Profile)
+	fmt.Fprintf(&b, "firmware version:   %s\n", r.Firmware)
+	fmt.Fprintf(&b, "orderly state:      %s\n", r.OrderlyState)
+	fmt.Fprintf(&b, "reset counters:     total %d, since clear %d\n", r.Counters["totalResetCount"], r.Counters["resetCount"])
+	fmt.Fprintf(&b, "dictionary attack:  %d of %d failed tries, recovery %ds, lockout recovery %ds\n", r.Lockout["failedTries"], r.Lockout["maxTries"], r.Lockout["recoveryTime"], r.Lockout["lockoutRecovery"])
+	fmt.Fprintf(&b, "PCR banks:          %s\n", strings.Join(r.PCRBanks, ", "))
+	b.WriteString("seeds and proofs (fingerprints only):\n")
+	for _, k := range []string{"EPSeed", "SPSeed", "PPSeed", "phProof", "shProof", "ehProof"} {
+		fmt.Fprintf(&b, "  %-8s %s\n", k, r.Secrets[k])
+	}
+	fmt.Fprintf(&b, "NV indices:         %d\n", len(r.Indices))
+	for _, ix := range r.Indices {
+		fmt.Fprintf(&b, "  %s  %s (%s)  %s  %d bytes", ix.Handle, ix.Attributes, ix.AttrNames, ix.NameAlg, ix.Size)
+		if ix.Role != "" {
+			fmt.Fprintf(&b, "  [%s]", ix.Role)
+		}
+		b.WriteString("\n")
+		if c := ix.Cert; c != nil {
+			if c.Error != "" {
+				fmt.Fprintf(&b, "      %s\n", c.Error)
+				continue
+			}
+			fmt.Fprintf(&b, "      subject:  %s\n      issuer:   %s\n      serial:   %s\n      validity: %s to %s\n      key:      %s %s\n",
+				c.Subject, c.Issuer, c.Serial, c.NotBefore, c.NotAfter, c.Key, c.KeySHA256)
+		}
+	}
+	fmt.Fprintf(&b, "persistent objects: %d %s\n", len(r.Objects), strings.Join(r.Objects, " "))
+	fmt.Fprintf(&b, "NV free:            %d bytes\n", r.FreeBytes)
+	b.WriteString("endorsement keys (derived from the EPS):\n")
+	for _, e := range r.EKs {
+		cert := "no certificate"
+		if e.Certified != nil {
+			cert = "certificate does NOT match"
+			if *e.Certified {
+				cert = "certified"
+			}
+		}
+		fmt.Fprintf(&b, "  %-9s %s  name %s  (%s at %s)\n", e.Alg, e.KeySHA256, e.Name, cert, e.CertIndex)
+	}
+	return b.String()
+}
+
+// VerifyOptions are the inputs of an offline check.
+type VerifyOptions struct {
+	CA            []*x509.Certificate // trust anchors
+	Intermediates []*x509.Certificate
+	Algs          []ek.Alg
+	Now           time.Time
+}
+
+// Verify runs every check an operator needs before deploying an image and
+// returns one line per finding (none: the image is good).
+func Verify(im *nv.Image, o VerifyOptions) []string {
+	var f []string
+	info := TPMInfo(im.Profile)
+	inter := append([]*x509.Certificate(nil), o.Intermediates...)
+	for _, e := range im.Entries {
+		if e.Index != nil && e.Handle >= ChainIndexFirst && e.Handle <= ChainIndexLast {
+			if c, err := x509.ParseCertificate(e.Index.Data); err == nil {
+				inter = append(inter, c)
+			} else {
+				f = append(f, fmt.Sprintf("NV index 0x%08x (EK certificate chain): not a certificate: %v", e.Handle, err))
+			}
+		}
+	}
+	for _, alg := range o.Algs {
+		h := CertIndex[alg]
+		ix := im.LookupIndex(h)
+		if ix == nil {
+			f = append(f, fmt.Sprintf("%s: no EK certificate at NV index 0x%08x", alg, h))
+			continue
+		}
+		want := nv.AttrEKCert | nv.AttrWritten
+		if ix.Attributes&^nv.AttrWriteLocked != want {
+			f = append(f, fmt.Sprintf("%s: NV index 0x%08x has attributes 0x%08x (%s), a manufacturer sets 0x%08x (+ writelocked)", alg, h, ix.Attributes, nv.AttrString(ix.Attributes), want))
+		}
+		if ix.NameAlg != 0x000B || len(ix.AuthValue) != 0 || len(ix.AuthPolicy) != 0 {
+			f = append(f, fmt.Sprintf("%s: NV index 0x%08x must have nameAlg sha256, empty authValue and authPolicy", alg, h))
+		}
+		k, err := DeriveEK(im, alg)
+		if err != nil {
+			f = append(f, fmt.Sprintf("%s: cannot derive the EK: %v", alg, err))
+			continue
+		}
+		pub, _ := k.CryptoPublic()
+		res, err := ekcert.Check(ix.Data, ekcert.CheckOptions{Roots: o.CA, Intermediates: inter, Want: pub, TPM: &info, Now: o.Now})
+		if err != nil {
+			f = append(f, fmt.Sprintf("%s: NV index 0x%08x: %v", alg, h, err))
+			continue
+		}
+		for _, p := range res.Problems {
+			f = append(f, fmt.Sprintf("%s: certificate: %s", alg, p))
+		}
+		if res.KeyMismatch {
+			f = append(f, fmt.Sprintf("%s: certificate certifies %s, but this TPM derives EK %s", alg, KeyFingerprint(res.Cert.PublicKey), KeyFingerprint(pub)))
+		}
+		if res.ChainError != nil {
+			f = append(f, fmt.Sprintf("%s: certificate does not chain to the CA: %v", alg, res.ChainError))
+		}
+	}
+	return f
+}
