@@ -53,6 +53,7 @@ type Request struct {
 	NotBefore time.Time
 	NotAfter  time.Time
 	Serial    *big.Int // nil: random, positive, at most 20 octets
+	Extra     []pkix.Extension
 }
 
 func utf8(s string) asn1.RawValue {
@@ -175,7 +176,7 @@ func Issue(ca *CA, req Request) (*x509.Certificate, error) {
 		UnknownExtKeyUsage:    []asn1.ObjectIdentifier{oid.EKCertificate},
 		BasicConstraintsValid: true,
 		IsCA:                  false,
-		ExtraExtensions:       []pkix.Extension{san, sda},
+		ExtraExtensions:       append([]pkix.Extension{san, sda}, req.Extra...),
 		AuthorityKeyId:        ca.Cert.SubjectKeyId,
 		SubjectKeyId:          []byte{}, // the profile does not ask for one; keep it out
 		SignatureAlgorithm:    sigAlg,
