@@ -156,6 +156,13 @@ func TestVectors(t *testing.T) {
 				eq(t, id+" TPM2B_PUBLIC", hex.EncodeToString(k.TPM2BPublic()), kv.TPM2BPublic)
 				eq(t, id+" Name", hex.EncodeToString(k.Name), kv.Name)
 				eq(t, id+" seedValue", hex.EncodeToString(k.SeedValue(unhex(t, tv.ShProof), unhex(t, tv.EhProof))), kv.After.SeedValue)
+				// the parallel path (no trace) gives the same key and DRBG state
+				fast, err := Derive(eps, alg, mode, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				eq(t, id+" TPM2B_PUBLIC (parallel)", hex.EncodeToString(fast.TPM2BPublic()), kv.TPM2BPublic)
+				eq(t, id+" seedValue (parallel)", hex.EncodeToString(fast.SeedValue(unhex(t, tv.ShProof), unhex(t, tv.EhProof))), kv.After.SeedValue)
 			}
 		}
 	}
@@ -181,6 +188,29 @@ func TestPrimeCandidateSteps(t *testing.T) {
 					sum := sha256.Sum256(field[:])
 					eq(t, id+" field sha256", hex.EncodeToString(sum[:]), c.FieldSHA)
 				}
+			}
+		}
+	}
+}
+
+// The speculative parallel prime search must agree with the sequential
+// one on the key and on the DRBG state it leaves, for many seeds.
+func TestParallelMatchesSequential(t *testing.T) {
+	old := parallelism
+	defer func() { parallelism = old }()
+	parallelism = 3
+	n := 16
+	if testing.Short() {
+		n = 4
+	}
+	proof := bytes.Repeat([]byte{9}, 64)
+	for i := 0; i < n; i++ {
+		eps := benchSeed(1000 + i)
+		for _, mode := range []CandidateMode{Reversed1_83, Reversed1_84, BigEndianMS} {
+			seq, _ := Derive(eps, RSA2048, mode, &Options{Trace: func([]byte) {}})
+			par, _ := Derive(eps, RSA2048, mode, nil)
+			if !bytes.Equal(seq.TPM2BPublic(), par.TPM2BPublic()) || !bytes.Equal(seq.SeedValue(proof, proof), par.SeedValue(proof, proof)) {
+				t.Fatalf("seed %d mode %d: parallel and sequential differ", i, mode)
 			}
 		}
 	}

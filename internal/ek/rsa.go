@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/big"
 	"math/bits"
+	"runtime"
+	"sync"
 )
 
 // CandidateMode is how a build turns 128 DRBG bytes into a prime candidate
@@ -159,49 +161,73 @@ func nthSetBit(f *[fieldBytes]byte, n int) int {
 
 var one = big.NewInt(1)
 
-// millerRabin tests w with witnesses drawn from r, as the reference code.
-func millerRabin(w *big.Int, r *DRBG) bool {
-	bitLen := w.BitLen()
-	rounds := 4
+// mrParams are the values Miller-Rabin derives from the tested number.
+type mrParams struct {
+	w, wm1, m *big.Int
+	a         int
+	rounds    int
+	nbytes    int
+	bitLen    int
+}
+
+func newMR(w *big.Int) *mrParams {
+	p := &mrParams{w: w, bitLen: w.BitLen(), rounds: 4}
 	switch {
-	case bitLen < 511:
-		rounds = 8
-	case bitLen < 1536:
-		rounds = 5
+	case p.bitLen < 511:
+		p.rounds = 8
+	case p.bitLen < 1536:
+		p.rounds = 5
 	}
-	wm1 := new(big.Int).Sub(w, one)
-	a := int(wm1.TrailingZeroBits())
-	m := new(big.Int).Rsh(wm1, uint(a))
-	nbytes := (bitLen + 7) / 8
+	p.wm1 = new(big.Int).Sub(w, one)
+	p.a = int(p.wm1.TrailingZeroBits())
+	p.m = new(big.Int).Rsh(p.wm1, uint(p.a))
+	p.nbytes = (p.bitLen + 7) / 8
+	return p
+}
+
+// witness draws b with 1 < b < w-1 (TpmMath_GetRandomInteger, drawing
+// again while out of range).
+func (p *mrParams) witness(r *DRBG) *big.Int {
 	b := new(big.Int)
-	z := new(big.Int)
-	for round := 0; round < rounds; round++ {
-		for {
-			raw := r.Generate(nbytes)
-			if extra := nbytes*8 - bitLen; extra > 0 {
-				raw[0] &= byte(0xFF >> extra)
-			}
-			b.SetBytes(raw)
-			if b.Cmp(one) > 0 && b.Cmp(wm1) < 0 {
-				break
-			}
+	for {
+		raw := r.Generate(p.nbytes)
+		if extra := p.nbytes*8 - p.bitLen; extra > 0 {
+			raw[0] &= byte(0xFF >> extra)
 		}
-		z.Exp(b, m, w)
-		if z.Cmp(one) == 0 || z.Cmp(wm1) == 0 {
-			continue
+		b.SetBytes(raw)
+		if b.Cmp(one) > 0 && b.Cmp(p.wm1) < 0 {
+			return b
 		}
-		passed := false
-		for j := 1; j < a; j++ {
-			z.Mul(z, z).Mod(z, w)
-			if z.Cmp(wm1) == 0 {
-				passed = true
-				break
-			}
-			if z.Cmp(one) == 0 {
-				return false
-			}
+	}
+}
+
+func (p *mrParams) expW(b *big.Int) *big.Int { return new(big.Int).Exp(b, p.m, p.w) }
+
+// passes reports whether w survives a round whose witness gave z = b^m.
+func (p *mrParams) passes(z *big.Int) bool {
+	if z.Cmp(one) == 0 || z.Cmp(p.wm1) == 0 {
+		return true
+	}
+	z = new(big.Int).Set(z)
+	for j := 1; j < p.a; j++ {
+		z.Mul(z, z).Mod(z, p.w)
+		if z.Cmp(p.wm1) == 0 {
+			return true
 		}
-		if !passed {
+		if z.Cmp(one) == 0 {
+			return false
+		}
+	}
+	return false
+}
+
+// millerRabin tests w with witnesses drawn from r, as MillerRabin in the
+// reference code's CryptPrime.c.
+func millerRabin(w *big.Int, r *DRBG) bool { return newMR(w).roundsFrom(0, r) }
+
+func (p *mrParams) roundsFrom(round int, r *DRBG) bool {
+	for ; round < p.rounds; round++ {
+		if !p.passes(p.expW(p.witness(r))) {
 			return false
 		}
 	}
@@ -213,20 +239,100 @@ func millerRabin(w *big.Int, r *DRBG) bool {
 func selectWithSieve(c *big.Int, e uint32, r *DRBG) *big.Int {
 	first := uint32(new(big.Int).And(c, big.NewInt(0xFFFFFFFF)).Uint64()) | 0x80000000
 	base, field, ones := sieve(c)
-	t := new(big.Int)
 	be := big.NewInt(int64(e))
 	rm := new(big.Int)
-	for ; ones > 0; ones-- {
+	// next returns the next position to try, nil when all were tried, and
+	// whether it gets a Miller-Rabin test (positions with T mod e in {0,1}
+	// are skipped without one).
+	next := func() (*big.Int, bool) {
+		if ones <= 0 {
+			return nil, false
+		}
 		n := int(first%uint32(ones)) + 1
 		j := nthSetBit(field, n)
-		t.Lsh(big.NewInt(int64(j)), 1).Add(t, base)
-		rm.Mod(t, be)
-		if rv := rm.Int64(); rv != 0 && rv != 1 && millerRabin(t, r) {
-			return new(big.Int).Set(t)
-		}
 		field[j>>3] &^= 1 << (j & 7)
+		ones--
+		t := new(big.Int).Lsh(big.NewInt(int64(j)), 1)
+		t.Add(t, base)
+		rv := rm.Mod(t, be).Int64()
+		return t, rv != 0 && rv != 1
 	}
-	return nil
+	if r.Trace != nil || parallelism < 2 {
+		for {
+			t, test := next()
+			if t == nil {
+				return nil
+			}
+			if test && millerRabin(t, r) {
+				return t
+			}
+		}
+	}
+	return selectSpeculative(next, r)
+}
+
+// parallelism is how many first-round exponentiations run at once.
+var parallelism = runtime.GOMAXPROCS(0)
+
+// speculative is a position tested ahead of time on the assumption that
+// every earlier position fails its first Miller-Rabin round.
+type speculative struct {
+	p     *mrParams
+	z     *big.Int
+	after DRBG // the DRBG right after this position's first witness
+}
+
+// selectSpeculative finds the same prime and leaves r in the same state as
+// the sequential loop, but computes the first-round exponentiations of
+// several positions at once. A composite fails its first round with
+// overwhelming probability and then has consumed exactly its first witness,
+// so the witnesses of the following positions are known in advance. When a
+// position survives its first round, its other rounds run from the DRBG
+// state after its first witness; if it then turns out composite, the
+// positions drawn after it are tested again, sequentially, from the right
+// DRBG state.
+func selectSpeculative(next func() (*big.Int, bool), r *DRBG) *big.Int {
+	batch := 2 * parallelism
+	for {
+		var specs []*speculative
+		for len(specs) < batch {
+			t, test := next()
+			if t == nil {
+				break
+			}
+			if test {
+				p := newMR(t)
+				specs = append(specs, &speculative{p: p, z: p.witness(r), after: *r})
+			}
+		}
+		if len(specs) == 0 {
+			return nil
+		}
+		var wg sync.WaitGroup
+		for _, s := range specs {
+			wg.Add(1)
+			go func(s *speculative) {
+				defer wg.Done()
+				s.z = s.p.expW(s.z)
+			}(s)
+		}
+		wg.Wait()
+		for i, s := range specs {
+			if !s.p.passes(s.z) {
+				continue
+			}
+			*r = s.after
+			if s.p.roundsFrom(1, r) {
+				return s.p.w
+			}
+			for _, later := range specs[i+1:] {
+				if millerRabin(later.p.w, r) {
+					return later.p.w
+				}
+			}
+			break
+		}
+	}
 }
 
 func generatePrime(r *DRBG, e uint32, mode CandidateMode) *big.Int {
