@@ -59,19 +59,22 @@ func sourceFlags() []cli.Flag {
 type inspectOutput struct {
 	Container *statefile.Info  `json:"container,omitempty"`
 	TPM       *pipeline.Report `json:"tpm"`
+	Fields    []nv.FieldValue  `json:"fields,omitempty"`
 }
+
+var fieldsFlag = &cli.BoolFlag{Name: "fields", Usage: "also list every field of the fixed NV structures (secrets as fingerprints)"}
 
 func (e *cmdEnv) inspectCmd() *cli.Command {
 	return &cli.Command{
 		Name:      "inspect",
 		Usage:     "describe a state image or NVChip: container, TPM state, NV indices, certificates, EKs",
-		UsageText: "vtpm-mfg inspect (--state IMAGE (--key-file K | --key-env NAME) | --nvchip FILE) [--profile P] [--json]",
+		UsageText: "vtpm-mfg inspect (--state IMAGE (--key-file K | --key-env NAME) | --nvchip FILE) [--profile P] [--fields] [--json]",
 		Description: `Seeds and proofs are never printed, only fingerprints of them.
 
 Examples:
   vtpm-mfg inspect --state state.img --key-file state.key
   vtpm-mfg inspect --state state.img --key-env STATE_KEY --json`,
-		Flags: append(sourceFlags(), profileFlag(""), jsonFlag),
+		Flags: append(sourceFlags(), profileFlag(""), jsonFlag, fieldsFlag),
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err
@@ -84,9 +87,21 @@ Examples:
 			if err != nil {
 				return err
 			}
-			if c.Bool("json") {
-				return e.printJSON(inspectOutput{Container: info, TPM: rep})
+			var fields []nv.FieldValue
+			if c.Bool("fields") {
+				fields = im.Fields()
 			}
+			if c.Bool("json") {
+				return e.printJSON(inspectOutput{Container: info, TPM: rep, Fields: fields})
+			}
+			defer func() {
+				if len(fields) > 0 {
+					fmt.Fprintln(e.stdout, "fixed NV fields:")
+					for _, f := range fields {
+						fmt.Fprintf(e.stdout, "  0x%04x %-18s %-26s %s\n", f.Offset, f.Region, f.Name, f)
+					}
+				}
+			}()
 			if info != nil {
 				fmt.Fprintf(e.stdout, "state image:        %s\n", info.Path)
 				fmt.Fprintf(e.stdout, "image size:         %d bytes (%d allocated)\n", info.ImageSize, info.AllocatedSize)
@@ -140,10 +155,10 @@ Example:
 			{
 				Name:      "inspect",
 				Usage:     "describe an NVChip (same as inspect --nvchip)",
-				UsageText: "vtpm-mfg nv inspect --nvchip FILE [--profile P] [--json]",
+				UsageText: "vtpm-mfg nv inspect --nvchip FILE [--profile P] [--fields] [--json]",
 				Description: `Example:
-  vtpm-mfg nv inspect --nvchip NVChip`,
-				Flags:  append(sourceFlags(), profileFlag(""), jsonFlag),
+  vtpm-mfg nv inspect --nvchip NVChip --fields`,
+				Flags:  append(sourceFlags(), profileFlag(""), jsonFlag, fieldsFlag),
 				Action: e.inspectCmd().Action,
 			},
 		},

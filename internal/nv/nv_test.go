@@ -264,3 +264,27 @@ func BenchmarkManufacture(b *testing.B) {
 		_ = im.Bytes()
 	}
 }
+
+func TestFieldsDecode(t *testing.T) {
+	im, _ := Manufacture(SVSM2026)
+	seen := map[string]FieldValue{}
+	for _, f := range im.Fields() {
+		seen[f.Region+"."+f.Name] = f
+	}
+	if v := seen["PERSISTENT_DATA.firmwareV1"]; v.Uint == nil || *v.Uint != 0x20250320 {
+		t.Errorf("firmwareV1: %+v", v)
+	}
+	if v := seen["PERSISTENT_DATA.maxTries"]; v.Uint == nil || *v.Uint != 3 {
+		t.Errorf("maxTries: %+v", v)
+	}
+	if v := seen["ORDERLY_DATA.drbgState.magic"]; v.Uint == nil || *v.Uint != 0x47425244 {
+		t.Errorf("DRBG magic: %+v", v)
+	}
+	if v := seen["STATE_CLEAR_DATA.readOnly"]; v.Offset != 3248 {
+		t.Errorf("readOnly: %+v", v)
+	}
+	eps := seen["PERSISTENT_DATA.EPSeed"]
+	if eps.Fingerprint == "" || eps.Hex != "" {
+		t.Errorf("EPSeed exposed: %+v", eps)
+	}
+}

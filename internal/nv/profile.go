@@ -24,6 +24,7 @@ const (
 	TPM2B  // u16 size + fixed buffer
 	Secret // a secret (auth value, DRBG state): never printed, only fingerprinted
 	Seed   // TPM2B primary seed or proof: secret, and its size must be the profile's SeedSize
+	Auth   // TPM2B authorization value or nonce: secret
 )
 
 // Field is one member of a fixed NV structure.
