@@ -207,7 +207,7 @@ Example:
 				if err != nil {
 					return err
 				}
-				k, err := pipeline.DeriveEK(im, alg)
+				k, pub, err := pipeline.DerivePublic(im, alg)
 				if err != nil {
 					return err
 				}
@@ -215,10 +215,6 @@ Example:
 				if format == "tpm2b" {
 					out = k.TPM2BPublic()
 				} else {
-					pub, err := k.CryptoPublic()
-					if err != nil {
-						return err
-					}
 					der, err := x509.MarshalPKIXPublicKey(pub)
 					if err != nil {
 						return err
@@ -579,11 +575,10 @@ Examples:
 					summary = "issued and installed a new " + string(alg) + " EK certificate, serial " + is.Cert.SerialNumber.Text(16)
 					return im.Bytes(), nil
 				}
-				k, err := pipeline.DeriveEK(im, alg)
+				_, pub, err := pipeline.DerivePublic(im, alg)
 				if err != nil {
 					return nil, err
 				}
-				pub, _ := k.CryptoPublic()
 				info := pipeline.TPMInfo(im.Profile)
 				res, err := ekcert.Check(der, ekcert.CheckOptions{Want: pub, TPM: &info})
 				if err != nil {

@@ -49,6 +49,19 @@ func DeriveEK(im *nv.Image, alg ek.Alg) (*ek.Key, error) {
 	return ek.Derive(eps, alg, mode, nil)
 }
 
+// DerivePublic derives the EK and returns it with its crypto.PublicKey.
+func DerivePublic(im *nv.Image, alg ek.Alg) (*ek.Key, crypto.PublicKey, error) {
+	k, err := DeriveEK(im, alg)
+	if err != nil {
+		return nil, nil, err
+	}
+	pub, err := k.CryptoPublic()
+	if err != nil {
+		return nil, nil, err
+	}
+	return k, pub, nil
+}
+
 // KeyFingerprint is the SHA-256 of a public key's SubjectPublicKeyInfo.
 func KeyFingerprint(pub crypto.PublicKey) string {
 	der, err := x509.MarshalPKIXPublicKey(pub)
@@ -158,11 +171,7 @@ func Manufacture(o ManufactureOptions) (*nv.Image, []Issued, error) {
 // IssueAndInstall derives the image's EK, issues a certificate for it and
 // stores it in the EK certificate index.
 func IssueAndInstall(im *nv.Image, alg ek.Alg, o CertOptions) (*Issued, error) {
-	k, err := DeriveEK(im, alg)
-	if err != nil {
-		return nil, err
-	}
-	pub, err := k.CryptoPublic()
+	k, pub, err := DerivePublic(im, alg)
 	if err != nil {
 		return nil, err
 	}

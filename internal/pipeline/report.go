@@ -183,11 +183,7 @@ func Describe(im *nv.Image) (*Report, error) {
 	}
 	sort.Slice(r.Indices, func(i, j int) bool { return r.Indices[i].Handle < r.Indices[j].Handle })
 	for _, alg := range ek.Algs {
-		k, err := DeriveEK(im, alg)
-		if err != nil {
-			return nil, err
-		}
-		pub, err := k.CryptoPublic()
+		k, pub, err := DerivePublic(im, alg)
 		if err != nil {
 			return nil, err
 		}
@@ -286,12 +282,11 @@ func Verify(im *nv.Image, o VerifyOptions) []string {
 		if ix.NameAlg != 0x000B || len(ix.AuthValue) != 0 || len(ix.AuthPolicy) != 0 {
 			f = append(f, fmt.Sprintf("%s: NV index 0x%08x must have nameAlg sha256, empty authValue and authPolicy", alg, h))
 		}
-		k, err := DeriveEK(im, alg)
+		_, pub, err := DerivePublic(im, alg)
 		if err != nil {
 			f = append(f, fmt.Sprintf("%s: cannot derive the EK: %v", alg, err))
 			continue
 		}
-		pub, _ := k.CryptoPublic()
 		res, err := ekcert.Check(ix.Data, ekcert.CheckOptions{Roots: o.CA, Intermediates: inter, Want: pub, TPM: &info, Now: o.Now})
 		if err != nil {
 			f = append(f, fmt.Sprintf("%s: NV index 0x%08x: %v", alg, h, err))
