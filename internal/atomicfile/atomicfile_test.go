@@ -8,21 +8,21 @@ import (
 	"testing"
 )
 
-func write(s string) func(*os.File) error {
+func content(s string) func(*os.File) error {
 	return func(f *os.File) error { _, err := f.WriteString(s); return err }
 }
 
 func TestCreateAndReplace(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "f")
-	if err := Create(p, 0o600, false, write("one")); err != nil {
+	if err := Create(p, 0o600, false, content("one")); err != nil {
 		t.Fatal(err)
 	}
-	if err := Create(p, 0o600, false, write("two")); !errors.Is(err, ErrExists) {
+	if err := Create(p, 0o600, false, content("two")); !errors.Is(err, ErrExists) {
 		t.Fatalf("overwrite without force: %v", err)
 	}
 	os.Chmod(p, 0o640)
-	if err := Replace(p, write("three")); err != nil {
+	if err := Replace(p, content("three")); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(p)
