@@ -91,6 +91,7 @@ type DRBG struct {
 	// Trace, when set, receives every Generate output (for tests).
 	Trace func(out []byte)
 	blk   cipher.Block
+	draws int // Generate calls so far
 }
 
 func (r *DRBG) incV() {
@@ -132,6 +133,7 @@ func (r *DRBG) Generate(n int) []byte {
 		r.blk.Encrypt(out[i:], r.V[:])
 	}
 	out = out[:n]
+	r.draws++
 	r.update(nil)
 	if r.Trace != nil {
 		r.Trace(out)

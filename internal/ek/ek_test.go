@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"math/big"
 	"testing"
 
@@ -54,13 +55,28 @@ type keyVec struct {
 	Detail      []struct {
 		Candidates []struct {
 			Raw      string `json:"raw_draw"`
+			RevMask  string `json:"reversed_masked"`
 			Reversed string `json:"reversed_masked"`
 			Adjusted string `json:"adjusted_candidate"`
 			Base     string `json:"sieve_base"`
 			Ones     int    `json:"ones"`
 			FieldSHA string `json:"field_sha256"`
+			First    string `json:"first"`
+			Tried    []struct {
+				N            int   `json:"n"`
+				Bit          int   `json:"bit"`
+				WitnessDraws int   `json:"witness_draws"`
+				MR           bool  `json:"mr"`
+				ModE         int64 `json:"mod_e"`
+			} `json:"tried"`
 		} `json:"candidates"`
 	} `json:"prime_generation_detail"`
+	Counts struct {
+		Tried   []int `json:"sieve_positions_tried_per_prime"`
+		MRCalls []int `json:"miller_rabin_calls_per_prime"`
+		Rejects []int `json:"mod_e_rejects_per_prime"`
+		Witness []int `json:"witness_draws_per_prime"`
+	} `json:"counts"`
 }
 
 func loadVectors(t *testing.T) *vecFile {
@@ -168,6 +184,55 @@ func TestVectors(t *testing.T) {
 	}
 }
 
+// Every sieve position tried, in order, with its Miller-Rabin outcome and
+// DRBG consumption, and the per-prime counts.
+func TestTriedPositions(t *testing.T) {
+	v := loadVectors(t)
+	defer func() { onTry = nil }()
+	for _, vec := range v.Vectors {
+		eps := unhex(t, vec.EPSBuffer)[:vec.EPSSize]
+		for tname, mode := range targets {
+			kv := vec.Targets[tname].RSA
+			id := vec.ID + "/" + tname
+			var got []tryInfo
+			onTry = func(ti tryInfo) { got = append(got, ti) }
+			if _, err := Derive(eps, RSA2048, mode, &Options{Trace: func([]byte) {}}); err != nil {
+				t.Fatal(err)
+			}
+			i := 0
+			for p, pd := range kv.Detail {
+				tried, mr, rejects, draws := 0, 0, 0, 0
+				for _, c := range pd.Candidates {
+					for _, want := range c.Tried {
+						if i >= len(got) {
+							t.Fatalf("%s: only %d positions tried", id, len(got))
+						}
+						g := got[i]
+						i++
+						eq(t, id+" first", fmt.Sprintf("%08x", g.First), c.First)
+						if g.N != want.N || g.Bit != want.Bit || g.ModE != want.ModE || g.MR != want.MR || g.Draws != want.WitnessDraws {
+							t.Fatalf("%s prime %d try %d: got %+v want %+v", id, p, i, g, want)
+						}
+						tried++
+						draws += g.Draws
+						if g.ModE == 0 || g.ModE == 1 {
+							rejects++
+						} else {
+							mr++
+						}
+					}
+				}
+				if tried != kv.Counts.Tried[p] || mr != kv.Counts.MRCalls[p] || rejects != kv.Counts.Rejects[p] || draws != kv.Counts.Witness[p] {
+					t.Errorf("%s prime %d counts: tried %d mr %d rejects %d draws %d, want %v", id, p, tried, mr, rejects, draws, kv.Counts)
+				}
+			}
+			if i != len(got) {
+				t.Errorf("%s: %d positions tried, vectors list %d", id, len(got), i)
+			}
+		}
+	}
+}
+
 // The candidate conversion and sieve of the first prime, checked on their
 // own so a mismatch points at the step.
 func TestPrimeCandidateSteps(t *testing.T) {
@@ -178,6 +243,16 @@ func TestPrimeCandidateSteps(t *testing.T) {
 			for i, pd := range tv.RSA.Detail {
 				for j, c := range pd.Candidates {
 					id := vec.ID + "/" + tname
+					rm := unhex(t, c.Raw)
+					for k := range rm[:len(rm)/2] {
+						rm[k], rm[len(rm)-1-k] = rm[len(rm)-1-k], rm[k]
+					}
+					if mode == Reversed1_83 {
+						rm[0] = 0
+					}
+					if c.RevMask != "" { // not recorded for every vector
+						eq(t, id+" reversed_masked", hex.EncodeToString(rm), c.RevMask)
+					}
 					adj := candidate(unhex(t, c.Raw), mode)
 					eq(t, id+" adjusted", hex.EncodeToString(adj), c.Adjusted)
 					base, field, ones := sieve(new(big.Int).SetBytes(adj))

@@ -244,6 +244,7 @@ func selectWithSieve(c *big.Int, e uint32, r *DRBG) *big.Int {
 	// next returns the next position to try, nil when all were tried, and
 	// whether it gets a Miller-Rabin test (positions with T mod e in {0,1}
 	// are skipped without one).
+	var try tryInfo
 	next := func() (*big.Int, bool) {
 		if ones <= 0 {
 			return nil, false
@@ -255,6 +256,7 @@ func selectWithSieve(c *big.Int, e uint32, r *DRBG) *big.Int {
 		t := new(big.Int).Lsh(big.NewInt(int64(j)), 1)
 		t.Add(t, base)
 		rv := rm.Mod(t, be).Int64()
+		try = tryInfo{First: first, N: n, Bit: j, ModE: rv}
 		return t, rv != 0 && rv != 1
 	}
 	if r.Trace != nil || parallelism < 2 {
@@ -263,13 +265,32 @@ func selectWithSieve(c *big.Int, e uint32, r *DRBG) *big.Int {
 			if t == nil {
 				return nil
 			}
-			if test && millerRabin(t, r) {
+			before := r.draws
+			prime := test && millerRabin(t, r)
+			if onTry != nil {
+				try.MR, try.Draws = prime, r.draws-before
+				onTry(try)
+			}
+			if prime {
 				return t
 			}
 		}
 	}
 	return selectSpeculative(next, r)
 }
+
+// tryInfo describes one sieve position tried, for tests.
+type tryInfo struct {
+	First  uint32
+	N, Bit int
+	ModE   int64
+	MR     bool
+	Draws  int
+}
+
+// onTry, when set (by tests), sees every position the sequential search
+// tries.
+var onTry func(tryInfo)
 
 // parallelism is how many first-round exponentiations run at once.
 var parallelism = runtime.GOMAXPROCS(0)
