@@ -10,10 +10,9 @@ import (
 	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/keyfile"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/pipeline"
-	"github.com/vtpm-mfg/vtpm-mfg/internal/statefile"
 )
 
-var sizeFlag = &cli.Int64Flag{Name: "size", Value: statefile.DefaultImageSize, Usage: "size of the new (sparse) state image in `BYTES`; at least 16896 (33 sectors)"}
+var sizeFlag = &cli.Int64Flag{Name: "size", Value: pipeline.DefaultImageSize, Usage: "size of the new (sparse) state image in `BYTES`; at least 16896 (33 sectors)"}
 
 func (e *cmdEnv) keyCmd() *cli.Command {
 	return &cli.Command{
@@ -143,22 +142,12 @@ Example:
 				return err
 			}
 			defer keyfile.Wipe(k)
-			st, err := os.Stat(in)
-			if err != nil {
-				return fmt.Errorf("%s: cannot read NVChip: %v", in, err.(*os.PathError).Err)
-			}
-			if st.IsDir() {
-				return fmt.Errorf("%s: is a directory, not an NVChip", in)
-			}
-			if st.Size() != statefile.NVSize {
-				return fmt.Errorf("%s: NVChip is %d bytes, must be exactly %d; the SVSM's TPM would re-manufacture any other size", in, st.Size(), statefile.NVSize)
-			}
-			nvb, err := os.ReadFile(in)
+			nvb, err := pipeline.ReadNVChipFile(in)
 			if err != nil {
 				return err
 			}
 			defer clear(nvb)
-			if err := statefile.Create(out, k, nvb, c.Int64("size"), c.Bool("force")); err != nil {
+			if err := pipeline.WriteState(out, k, nvb, c.Int64("size"), c.Bool("force")); err != nil {
 				return err
 			}
 			prof := "fits no known TPM profile"
@@ -200,7 +189,7 @@ Example:
 				return err
 			}
 			defer keyfile.Wipe(k)
-			nvb, _, err := statefile.Read(in, k)
+			nvb, err := pipeline.ReadStateNVChip(in, k)
 			if err != nil {
 				return err
 			}
@@ -249,7 +238,7 @@ Example:
 			if string(old) == string(nk) {
 				return usagef("rotate-key: the new key is the current key")
 			}
-			if err := statefile.Update(c.String("state"), old, nk, nil); err != nil {
+			if err := pipeline.RotateKey(c.String("state"), old, nk); err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stderr, "re-encrypted %s under the new key\n", c.String("state"))

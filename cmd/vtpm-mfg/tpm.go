@@ -17,7 +17,6 @@ import (
 	"github.com/vtpm-mfg/vtpm-mfg/internal/keyfile"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/pipeline"
-	"github.com/vtpm-mfg/vtpm-mfg/internal/statefile"
 )
 
 func profileFlag(dflt string) *cli.StringFlag {
@@ -29,7 +28,7 @@ func profileFlag(dflt string) *cli.StringFlag {
 }
 
 // loadImage reads the NV image from --nvchip or from --state with a key.
-func (e *cmdEnv) loadImage(c *cli.Context) (*nv.Image, *statefile.Info, error) {
+func (e *cmdEnv) loadImage(c *cli.Context) (*nv.Image, *pipeline.ContainerInfo, error) {
 	nvPath, state := c.String("nvchip"), c.String("state")
 	switch {
 	case nvPath != "" && state != "":
@@ -57,9 +56,9 @@ func sourceFlags() []cli.Flag {
 }
 
 type inspectOutput struct {
-	Container *statefile.Info  `json:"container,omitempty"`
-	TPM       *pipeline.Report `json:"tpm"`
-	Fields    []nv.FieldValue  `json:"fields,omitempty"`
+	Container *pipeline.ContainerInfo `json:"container,omitempty"`
+	TPM       *pipeline.Report        `json:"tpm"`
+	Fields    []nv.FieldValue         `json:"fields,omitempty"`
 }
 
 var fieldsFlag = &cli.BoolFlag{Name: "fields", Usage: "also list every field of the fixed NV structures (secrets as fingerprints)"}
@@ -441,7 +440,7 @@ Examples:
 			nvb := im.Bytes()
 			defer clear(nvb)
 			if format == "state" {
-				err = statefile.Create(out, key, nvb, c.Int64("size"), c.Bool("force"))
+				err = pipeline.WriteState(out, key, nvb, c.Int64("size"), c.Bool("force"))
 			} else {
 				err = writeOut(out, nvb, true, c.Bool("force"))
 			}
@@ -561,41 +560,11 @@ Examples:
 			}
 			defer keyfile.Wipe(key)
 			state := c.String("state")
-			var summary string
-			err = statefile.Update(state, key, nil, func(nvb []byte) ([]byte, error) {
-				im, err := pipeline.ParseNV(state, nvb, c.String("profile"))
-				if err != nil {
-					return nil, err
-				}
-				if der == nil {
-					is, err := pipeline.IssueAndInstall(im, alg, opts)
-					if err != nil {
-						return nil, err
-					}
-					summary = "issued and installed a new " + string(alg) + " EK certificate, serial " + is.Cert.SerialNumber.Text(16)
-					return im.Bytes(), nil
-				}
-				_, pub, err := pipeline.DerivePublic(im, alg)
-				if err != nil {
-					return nil, err
-				}
-				info := pipeline.TPMInfo(im.Profile)
-				res, err := ekcert.Check(der, ekcert.CheckOptions{Want: pub, TPM: &info})
-				if err != nil {
-					return nil, fmt.Errorf("%s: %w", certFile, err)
-				}
-				if res.KeyMismatch {
-					return nil, fmt.Errorf("%s: the certificate is for another key (%s), this TPM's %s EK is %s; refusing", certFile, pipeline.KeyFingerprint(res.Cert.PublicKey), alg, pipeline.KeyFingerprint(pub))
-				}
-				if len(res.Problems) > 0 && !c.Bool("force") {
-					return nil, fmt.Errorf("%s: does not meet the TCG EK certificate profile:\n  %s\n(use --force to install it anyway)", certFile, strings.Join(res.Problems, "\n  "))
-				}
-				if err := pipeline.PutCert(im, alg, der, !c.Bool("no-lock")); err != nil {
-					return nil, fmt.Errorf("%s: %w", certFile, err)
-				}
-				summary = "installed " + certFile + " as the " + string(alg) + " EK certificate"
-				return im.Bytes(), nil
-			})
+			in := pipeline.Install{Alg: alg, Profile: c.String("profile"), CertDER: der, CertName: certFile, Force: c.Bool("force"), Lock: !c.Bool("no-lock")}
+			if der == nil {
+				in.Issue = &opts
+			}
+			summary, err := pipeline.InstallCert(state, key, in)
 			if err != nil {
 				return err
 			}

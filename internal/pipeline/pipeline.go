@@ -9,9 +9,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ek"
@@ -92,21 +90,11 @@ func ParseNV(name string, data []byte, profile string) (*nv.Image, error) {
 	return im, nil
 }
 
-// ReadNVChip reads a raw NVChip file.
+// ReadNVChip reads and parses a raw NVChip file.
 func ReadNVChip(path, profile string) (*nv.Image, error) {
-	st, err := os.Stat(path)
+	data, err := ReadNVChipFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("%s: cannot read NVChip: %w", path, errors.Unwrap(err))
-	}
-	if st.IsDir() {
-		return nil, fmt.Errorf("%s: is a directory, not an NVChip", path)
-	}
-	if st.Size() != statefile.NVSize {
-		return nil, fmt.Errorf("%s: %d bytes; an NVChip is exactly %d bytes", path, st.Size(), statefile.NVSize)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
 	return ParseNV(path, data, profile)
 }
