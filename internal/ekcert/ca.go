@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -95,13 +96,16 @@ func isKMSURI(s string) bool {
 func LoadSigner(ctx context.Context, key string) (crypto.Signer, error) {
 	if isKMSURI(key) {
 		typ, _ := apiv1.TypeOf(key)
+		if _, ok := apiv1.LoadKeyManagerNewFunc(typ); !ok {
+			return nil, fmt.Errorf("CA key %s: this build has no %s support (it handles key files; build with -tags pkcs11 for PKCS#11)", redactURI(key), typ)
+		}
 		km, err := kms.New(ctx, apiv1.Options{Type: typ, URI: key})
 		if err != nil {
-			return nil, fmt.Errorf("CA key %s: %w (this build supports key files; PKCS#11 needs the pkcs11 build tag)", redactURI(key), err)
+			return nil, fmt.Errorf("CA key %s: %s", redactURI(key), redactURI(err.Error()))
 		}
 		s, err := km.CreateSigner(&apiv1.CreateSignerRequest{SigningKey: key})
 		if err != nil {
-			return nil, fmt.Errorf("CA key %s: %w", redactURI(key), err)
+			return nil, fmt.Errorf("CA key %s: %s", redactURI(key), redactURI(err.Error()))
 		}
 		return s, nil
 	}
@@ -123,16 +127,11 @@ func LoadSigner(ctx context.Context, key string) (crypto.Signer, error) {
 	return s, nil
 }
 
-// redactURI drops pin values from a URI before it is printed.
-func redactURI(u string) string {
-	parts := strings.Split(u, ";")
-	for i, p := range parts {
-		if strings.HasPrefix(p, "pin-value=") {
-			parts[i] = "pin-value=REDACTED"
-		}
-	}
-	return strings.Join(parts, ";")
-}
+var pinValue = regexp.MustCompile(`(?i)(pin-value=)[^;&?]*`)
+
+// redactURI drops PIN values (path or query attributes) from a URI before
+// it is printed.
+func redactURI(u string) string { return pinValue.ReplaceAllString(u, "${1}REDACTED") }
 
 // LoadCA reads the CA certificate file (the issuing CA first, then any
 // intermediates) and its key, and checks that they belong together and can

@@ -120,6 +120,18 @@ func TestCheckFlagsWrongKeyAndNonEK(t *testing.T) {
 	}
 }
 
+func TestRedactURI(t *testing.T) {
+	for in, want := range map[string]string{
+		"pkcs11:token=x;pin-value=1234;object=y":  "pkcs11:token=x;pin-value=REDACTED;object=y",
+		"pkcs11:token=x;object=y?pin-value=1234":  "pkcs11:token=x;object=y?pin-value=REDACTED",
+		"pkcs11:object=y?module=m&PIN-VALUE=abc&z": "pkcs11:object=y?module=m&PIN-VALUE=REDACTED&z",
+	} {
+		if got := redactURI(in); got != want {
+			t.Errorf("%s: %s", in, got)
+		}
+	}
+}
+
 func TestLoadCARefusals(t *testing.T) {
 	dir := t.TempDir()
 	ca := newCA(t, false)
@@ -149,6 +161,7 @@ func TestLoadCARefusals(t *testing.T) {
 		{cert, cert, time.Now(), "not a usable private key"},
 		{key, key, time.Now(), "no certificate found"},
 		{cert, "pkcs11:token=x;object=y;pin-value=secret", time.Now(), "pin-value=REDACTED"},
+		{cert, "pkcs11:token=x;object=y?pin-value=secret&x=1", time.Now(), "no pkcs11 support"},
 	} {
 		_, err := LoadCA(context.Background(), tc.cert, tc.key, tc.now)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "secret") {
