@@ -312,7 +312,7 @@ func parseAlgs(s string) ([]ek.Alg, error) {
 func certFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "ca-cert", Usage: "issuing CA certificate `FILE` (PEM; intermediates up to the root may follow it)"},
-		&cli.StringFlag{Name: "ca-key", Usage: "CA private key: a PEM `FILE` or a KMS URI (e.g. pkcs11:... in a pkcs11 build)"},
+		&cli.StringFlag{Name: "ca-key", Usage: "CA private key: a PEM `FILE`, or in a -tags pkcs11 build a URI such as pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=ca;object=ekca?pin-source=/run/ca.pin (use pin-source, not pin-value, to keep the PIN off the command line)"},
 		&cli.StringFlag{Name: "not-before", Usage: "certificate validity start, RFC 3339 (default: now)"},
 		&cli.StringFlag{Name: "not-after", Usage: "certificate validity end, RFC 3339 (default: 9999-12-31T23:59:59Z, as TPM vendors do)"},
 		&cli.BoolFlag{Name: "no-lock", Usage: "do not write-lock the certificate index (NV_WriteLock)"},
