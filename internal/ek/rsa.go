@@ -292,6 +292,37 @@ type tryInfo struct {
 // tries.
 var onTry func(tryInfo)
 
+// remainingRounds runs rounds 2.. of a position that passed its first
+// round. A prime passes every round, consuming exactly one witness per
+// round, so the witnesses are drawn ahead and the exponentiations run in
+// parallel; at the first failing round r is set back to the state right
+// after that round's witness, as the sequential test would leave it.
+func (p *mrParams) remainingRounds(r *DRBG) bool {
+	n := p.rounds - 1
+	zs := make([]*big.Int, n)
+	after := make([]DRBG, n)
+	for i := range zs {
+		zs[i] = p.witness(r)
+		after[i] = *r
+	}
+	var wg sync.WaitGroup
+	for i := range zs {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			zs[i] = p.expW(zs[i])
+		}(i)
+	}
+	wg.Wait()
+	for i, z := range zs {
+		if !p.passes(z) {
+			*r = after[i]
+			return false
+		}
+	}
+	return true
+}
+
 // parallelism is how many first-round exponentiations run at once.
 var parallelism = runtime.GOMAXPROCS(0)
 
@@ -343,7 +374,7 @@ func selectSpeculative(next func() (*big.Int, bool), r *DRBG) *big.Int {
 				continue
 			}
 			*r = s.after
-			if s.p.roundsFrom(1, r) {
+			if s.p.remainingRounds(r) {
 				return s.p.w
 			}
 			for _, later := range specs[i+1:] {
