@@ -55,6 +55,7 @@ func TestScripts(t *testing.T) {
 			"mkstate":  cmdMkState,
 			"mkca":     cmdMkCA,
 			"issuebig": cmdIssueBig,
+			"issueplain": cmdIssuePlain,
 		},
 	})
 }
@@ -161,4 +162,20 @@ func mustASN1(b []byte) []byte {
 		panic(err)
 	}
 	return v
+}
+
+// issueplain CACERT CAKEY PUBPEM OUT: an ordinary certificate (no TCG
+// fields) for PUBPEM, signed by the CA.
+func cmdIssuePlain(ts *testscript.TestScript, neg bool, args []string) {
+	ca, err := ekcert.LoadCA(context.Background(), ts.MkAbs(args[0]), ts.MkAbs(args[1]), time.Now())
+	ts.Check(err)
+	pb, _ := os.ReadFile(ts.MkAbs(args[2]))
+	blk, _ := pem.Decode(pb)
+	pub, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	ts.Check(err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(42), Subject: pkix.Name{CommonName: "plain"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageKeyEncipherment}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Signer)
+	ts.Check(err)
+	ts.Check(os.WriteFile(ts.MkAbs(args[3]), der, 0o644))
 }
