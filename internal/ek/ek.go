@@ -150,9 +150,7 @@ var p256Order, _ = new(big.Int).SetString("ffffffff00000000ffffffffffffffffbce6f
 // eccPoint turns the 40-byte draw into the P-256 public point:
 // d = c mod (n-1) + 1, Q = d*G.
 func eccPoint(draw []byte) (x, y []byte, err error) {
-	c := new(big.Int).SetBytes(draw)
-	d := c.Mod(c, new(big.Int).Sub(p256Order, one)).Add(c, one)
-	db := d.FillBytes(make([]byte, 32))
+	db := privateScalar(draw)
 	defer clear(db)
 	priv, err := ecdh.P256().NewPrivateKey(db)
 	if err != nil {
@@ -162,7 +160,8 @@ func eccPoint(draw []byte) (x, y []byte, err error) {
 	return pt[1:33], pt[33:65], nil
 }
 
-// PrivateScalar is exposed for tests: the ECC private scalar for a draw.
+// privateScalar is the ECC private scalar for a 40-byte draw,
+// d = c mod (n-1) + 1, as 32 big-endian bytes.
 func privateScalar(draw []byte) []byte {
 	c := new(big.Int).SetBytes(draw)
 	return c.Mod(c, new(big.Int).Sub(p256Order, one)).Add(c, one).FillBytes(make([]byte, 32))

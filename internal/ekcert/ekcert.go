@@ -6,7 +6,6 @@
 package ekcert
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -18,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"strings"
 	"time"
 
 	"github.com/google/go-attestation/oid"
@@ -195,12 +193,9 @@ func Issue(ca *CA, req Request) (*x509.Certificate, error) {
 	return cert, nil
 }
 
-// Finding is one problem found while checking a certificate.
-type Finding string
-
-// Check validates an EK certificate: the TCG profile (go-attestation's
-// ToEKCertificate plus the fields it does not check), the TPM properties,
-// the chain to the CA and that it certifies want.
+// CheckOptions say what Check compares an EK certificate with, beyond the
+// TCG profile (go-attestation's ToEKCertificate plus the fields it does not
+// check).
 type CheckOptions struct {
 	Roots         []*x509.Certificate // trust anchors; nil: no chain check
 	Intermediates []*x509.Certificate
@@ -303,13 +298,3 @@ func verifyChain(cert *x509.Certificate, opt CheckOptions) error {
 	_, err := c.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
 	return err
 }
-
-// Summary is a printable description of a certificate.
-func Summary(c *x509.Certificate) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "issuer %s, serial %x, valid %s to %s", c.Issuer, c.SerialNumber, c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339))
-	return b.String()
-}
-
-// EqualDER compares two certificates byte for byte.
-func EqualDER(a, b []byte) bool { return bytes.Equal(a, b) }

@@ -122,8 +122,8 @@ func TestCheckFlagsWrongKeyAndNonEK(t *testing.T) {
 
 func TestRedactURI(t *testing.T) {
 	for in, want := range map[string]string{
-		"pkcs11:token=x;pin-value=1234;object=y":  "pkcs11:token=x;pin-value=REDACTED;object=y",
-		"pkcs11:token=x;object=y?pin-value=1234":  "pkcs11:token=x;object=y?pin-value=REDACTED",
+		"pkcs11:token=x;pin-value=1234;object=y":   "pkcs11:token=x;pin-value=REDACTED;object=y",
+		"pkcs11:token=x;object=y?pin-value=1234":   "pkcs11:token=x;object=y?pin-value=REDACTED",
 		"pkcs11:object=y?module=m&PIN-VALUE=abc&z": "pkcs11:object=y?module=m&PIN-VALUE=REDACTED&z",
 	} {
 		if got := redactURI(in); got != want {

@@ -283,9 +283,6 @@ func (ix *Index) encodeStruct(p *Profile) []byte {
 // offset.
 func (im *Image) FreeBytes() int { return len(im.Free) + im.Profile.TerminatorSize }
 
-// ListEnd is the offset of the list terminator.
-func (im *Image) ListEnd() int { return im.Profile.NVSize - im.FreeBytes() }
-
 // Find returns the position of an entry with the given handle, or -1.
 func (im *Image) Find(handle uint32) int {
 	for i, e := range im.Entries {

@@ -4,8 +4,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"math/bits"
 	"sort"
 	"strings"
 	"time"
@@ -111,25 +113,17 @@ func algName(a uint16) string {
 }
 
 func pcrBanks(b []byte) []string {
-	n := int(le32(b))
+	n := int(binary.LittleEndian.Uint32(b))
 	var out []string
 	for i := 0; i < n && 4+6*i+6 <= len(b); i++ {
 		s := b[4+6*i:]
-		hash := uint16(s[0]) | uint16(s[1])<<8
-		sel := s[3:6]
 		cnt := 0
-		for _, x := range sel {
-			for ; x != 0; x &= x - 1 {
-				cnt++
-			}
+		for _, x := range s[3:6] {
+			cnt += bits.OnesCount8(x)
 		}
-		out = append(out, fmt.Sprintf("%s: %d PCRs", algName(hash), cnt))
+		out = append(out, fmt.Sprintf("%s: %d PCRs", algName(binary.LittleEndian.Uint16(s)), cnt))
 	}
 	return out
-}
-
-func le32(b []byte) uint32 {
-	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
 }
 
 // Describe builds the report, deriving the EKs.
