@@ -447,12 +447,14 @@ Examples:
 			if err != nil {
 				return err
 			}
-			m := manifest{Profile: p.Name, Output: out, Format: format, NVChipSHA256: sha256File(nil, nvb)}
-			m.ImageSHA256 = sha256File([]string{out}, nil)
+			m := manifest{Profile: p.Name, Output: out, Format: format, NVChipSHA256: sha256Hex(nvb)}
+			if m.ImageSHA256, err = sha256OfFile(out); err != nil {
+				return fmt.Errorf("%w (the image %s was written)", err, out)
+			}
 			for _, is := range issued {
 				pub, _ := is.Key.CryptoPublic()
 				mc := manifestCert{Alg: string(is.Alg), Index: fmt.Sprintf("0x%08x", is.Index), Name: fmt.Sprintf("%x", is.Key.Name),
-					KeySHA256: pipeline.KeyFingerprint(pub), Serial: is.Cert.SerialNumber.Text(16), CertSHA256: sha256File(nil, is.Cert.Raw),
+					KeySHA256: pipeline.KeyFingerprint(pub), Serial: is.Cert.SerialNumber.Text(16), CertSHA256: sha256Hex(is.Cert.Raw),
 					Issuer: is.Cert.Issuer.String(), NotAfter: is.Cert.NotAfter.UTC().Format(time.RFC3339)}
 				if dir := c.String("cert-dir"); dir != "" {
 					if mc.CertFile, mc.EKFile, err = writeCertDir(dir, is, c.Bool("force")); err != nil {

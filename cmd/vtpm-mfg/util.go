@@ -3,24 +3,26 @@ package main
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"os"
 )
 
-// sha256File hashes the first file of paths, or data if paths is empty.
-func sha256File(paths []string, data []byte) string {
-	h := sha256.New()
-	if len(paths) == 0 {
-		h.Write(data)
-	} else {
-		f, err := os.Open(paths[0])
-		if err != nil {
-			return ""
-		}
-		defer f.Close()
-		if _, err := io.Copy(h, f); err != nil {
-			return ""
-		}
+func sha256Hex(data []byte) string {
+	s := sha256.Sum256(data)
+	return hex.EncodeToString(s[:])
+}
+
+// sha256OfFile hashes a file as it is on disk (holes read as zeros).
+func sha256OfFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
