@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -20,15 +21,17 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ekcert"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/pipeline"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/sharedvec"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/statefile"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/xts"
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(testscript.RunMain(m, map[string]func() int{
-		"vtpm-mfg": func() int { return run(os.Args, os.Stdin, os.Stdout, os.Stderr) },
-	}))
+	testscript.Main(m, map[string]func(){
+		"vtpm-mfg": func() { os.Exit(run(os.Args, os.Stdin, os.Stdout, os.Stderr)) },
+	})
 }
 
 func TestScripts(t *testing.T) {
@@ -49,12 +52,12 @@ func TestScripts(t *testing.T) {
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"perm":     cmdPerm,
-			"cmphead":  cmdCmpHead,
-			"size":     cmdSize,
-			"mkstate":  cmdMkState,
-			"mkca":     cmdMkCA,
-			"issuebig": cmdIssueBig,
+			"perm":       cmdPerm,
+			"cmphead":    cmdCmpHead,
+			"size":       cmdSize,
+			"mkstate":    cmdMkState,
+			"mkca":       cmdMkCA,
+			"issuebig":   cmdIssueBig,
 			"issueplain": cmdIssuePlain,
 		},
 	})
@@ -141,16 +144,30 @@ func cmdMkCA(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(os.WriteFile(ts.MkAbs(args[2]), kp, 0o600))
 }
 
+// caAndKey loads the CA (args[0], args[1]) and the public key in the PEM
+// file args[2], the inputs of the issue* commands.
+func caAndKey(ts *testscript.TestScript, args []string) (*ekcert.CA, crypto.PublicKey) {
+	if len(args) != 4 {
+		ts.Fatalf("usage: CACERT CAKEY PUBPEM OUT")
+	}
+	ca, err := ekcert.LoadCA(context.Background(), ts.MkAbs(args[0]), ts.MkAbs(args[1]), time.Now())
+	ts.Check(err)
+	pb, err := os.ReadFile(ts.MkAbs(args[2]))
+	ts.Check(err)
+	blk, _ := pem.Decode(pb)
+	if blk == nil {
+		ts.Fatalf("%s: no PEM block", args[2])
+	}
+	pub, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	ts.Check(err)
+	return ca, pub
+}
+
 // issuebig CACERT CAKEY PUBPEM OUT: a profile-compliant EK certificate for
 // PUBPEM that is larger than an NV index can hold.
 func cmdIssueBig(ts *testscript.TestScript, neg bool, args []string) {
-	ca, err := ekcert.LoadCA(context.Background(), ts.MkAbs(args[0]), ts.MkAbs(args[1]), time.Now())
-	ts.Check(err)
-	pb, _ := os.ReadFile(ts.MkAbs(args[2]))
-	blk, _ := pem.Decode(pb)
-	pub, err := x509.ParsePKIXPublicKey(blk.Bytes)
-	ts.Check(err)
-	cert, err := ekcert.Issue(ca, ekcert.Request{PublicKey: pub, TPM: ekcert.TPMInfo{Manufacturer: 0x58595A20, Model: "xCG fTPM", FirmwareV1: 0x20240125, SpecFamily: "2.0", SpecRevision: 183},
+	ca, pub := caAndKey(ts, args)
+	cert, err := ekcert.Issue(ca, ekcert.Request{PublicKey: pub, TPM: pipeline.TPMInfo(nv.SVSMPoC),
 		Extra: []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1}, Value: mustASN1(bytes.Repeat([]byte("x"), 2100))}}})
 	ts.Check(err)
 	ts.Check(os.WriteFile(ts.MkAbs(args[3]), cert.Raw, 0o644))
@@ -167,12 +184,7 @@ func mustASN1(b []byte) []byte {
 // issueplain CACERT CAKEY PUBPEM OUT: an ordinary certificate (no TCG
 // fields) for PUBPEM, signed by the CA.
 func cmdIssuePlain(ts *testscript.TestScript, neg bool, args []string) {
-	ca, err := ekcert.LoadCA(context.Background(), ts.MkAbs(args[0]), ts.MkAbs(args[1]), time.Now())
-	ts.Check(err)
-	pb, _ := os.ReadFile(ts.MkAbs(args[2]))
-	blk, _ := pem.Decode(pb)
-	pub, err := x509.ParsePKIXPublicKey(blk.Bytes)
-	ts.Check(err)
+	ca, pub := caAndKey(ts, args)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(42), Subject: pkix.Name{CommonName: "plain"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageKeyEncipherment}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Signer)
