@@ -327,7 +327,7 @@ func Manufacture(p *Profile) (*Image, error) {
 		}
 		for _, f := range r.Fields {
 			if f.CopyFrom != "" {
-				src := r.field(f.CopyFrom)
+				src := r.find(f.CopyFrom)
 				copy(reg[f.Off:f.Off+f.Size], reg[src.Off+f.CopyOff:])
 			}
 		}
@@ -336,15 +336,6 @@ func Manufacture(p *Profile) (*Image, error) {
 	le.PutUint32(im.Field("firmwareV1"), p.FirmwareV1)
 	le.PutUint32(im.Field("firmwareV2"), p.FirmwareV2)
 	return im, nil
-}
-
-func (r *Region) field(name string) *Field {
-	for i := range r.Fields {
-		if r.Fields[i].Name == name {
-			return &r.Fields[i]
-		}
-	}
-	panic("nv: no field " + name)
 }
 
 // Detect parses data with every known profile and returns the image of the

@@ -110,30 +110,28 @@ func (p *Profile) Region(name string) *Region {
 // Lookup finds a field as "REGION.field" or by its bare name (first match).
 func (p *Profile) Lookup(name string) (*Region, *Field) {
 	for i := range p.Regions {
-		r := &p.Regions[i]
-		for j := range r.Fields {
-			if r.Fields[j].Name == name {
-				return r, &r.Fields[j]
-			}
+		if f := p.Regions[i].find(name); f != nil {
+			return &p.Regions[i], f
 		}
 	}
-	reg, fld, qualified := strings.Cut(name, ".")
-	for i := range p.Regions {
-		r := &p.Regions[i]
-		if qualified && r.Name != reg {
-			continue
-		}
-		want := name
-		if qualified {
-			want = fld
-		}
-		for j := range r.Fields {
-			if r.Fields[j].Name == want {
-				return r, &r.Fields[j]
+	if reg, fld, ok := strings.Cut(name, "."); ok {
+		if r := p.Region(reg); r != nil {
+			if f := r.find(fld); f != nil {
+				return r, f
 			}
 		}
 	}
 	return nil, nil
+}
+
+// find returns the field with the given name, or nil.
+func (r *Region) find(name string) *Field {
+	for i := range r.Fields {
+		if r.Fields[i].Name == name {
+			return &r.Fields[i]
+		}
+	}
+	return nil
 }
 
 // Abs returns the absolute NV offset of a field.
@@ -160,6 +158,11 @@ func (p *Profile) Validate() error {
 		for _, f := range fs {
 			if f.Off < end || f.Off+f.Size > r.Size || len(f.Default) > f.Size {
 				return fmt.Errorf("profile %s: field %s.%s out of place", p.Name, r.Name, f.Name)
+			}
+			if f.CopyFrom != "" {
+				if src := r.find(f.CopyFrom); src == nil || f.CopyOff+f.Size > src.Size {
+					return fmt.Errorf("profile %s: field %s.%s copies from a missing or too short field %q", p.Name, r.Name, f.Name, f.CopyFrom)
+				}
 			}
 			end = f.Off + f.Size
 		}

@@ -92,12 +92,11 @@ func DecodeMetadata(s []byte) (Metadata, error) {
 
 // Info describes a state image.
 type Info struct {
-	Path          string   `json:"path"`
-	ImageSize     int64    `json:"image_size"`
-	AllocatedSize int64    `json:"allocated_size"`
-	Magic         uint32   `json:"magic"`
-	NVSize        uint64   `json:"nv_size"`
-	Metadata      Metadata `json:"-"`
+	Path          string `json:"path"`
+	ImageSize     int64  `json:"image_size"`
+	AllocatedSize int64  `json:"allocated_size"`
+	Magic         uint32 `json:"magic"`
+	NVSize        uint64 `json:"nv_size"`
 }
 
 // Error is a validation failure of an image.
@@ -206,7 +205,7 @@ func Read(path string, key []byte) ([]byte, Info, error) {
 }
 
 func info(path string, st os.FileInfo, m Metadata) Info {
-	i := Info{Path: path, ImageSize: st.Size(), Magic: m.Magic, NVSize: m.Size, Metadata: m}
+	i := Info{Path: path, ImageSize: st.Size(), Magic: m.Magic, NVSize: m.Size}
 	if sys, ok := st.Sys().(*unix.Stat_t); ok {
 		i.AllocatedSize = sys.Blocks * 512
 	}
