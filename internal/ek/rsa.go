@@ -223,10 +223,9 @@ func (p *mrParams) passes(z *big.Int) bool {
 
 // millerRabin tests w with witnesses drawn from r, as MillerRabin in the
 // reference code's CryptPrime.c.
-func millerRabin(w *big.Int, r *DRBG) bool { return newMR(w).roundsFrom(0, r) }
-
-func (p *mrParams) roundsFrom(round int, r *DRBG) bool {
-	for ; round < p.rounds; round++ {
+func millerRabin(w *big.Int, r *DRBG) bool {
+	p := newMR(w)
+	for round := 0; round < p.rounds; round++ {
 		if !p.passes(p.expW(p.witness(r))) {
 			return false
 		}
