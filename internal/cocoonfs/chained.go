@@ -150,7 +150,13 @@ func writeChained(l Layout, c cipher.Block, auth *chainedAuth, hdrBytes []byte, 
 	if auth != nil {
 		tagLen = auth.mac.Size()
 	}
-	p := aes.BlockSize - len(payload)%aes.BlockSize
+	// The PKCS#7 padding aligns the last extent's plaintext (its next
+	// pointer included) to the cipher block.
+	rest := len(payload)
+	for i, e := range exts[:len(exts)-1] {
+		rest -= chainedPayloadLen(int(e.Len)*ab, hdr, tagLen, i == 0) - 8
+	}
+	p := aes.BlockSize - (8+rest)%aes.BlockSize
 	padded := append(append([]byte(nil), payload...), make([]byte, p)...)
 	for i := len(payload); i < len(padded); i++ {
 		padded[i] = byte(p)

@@ -81,6 +81,9 @@ type Profile struct {
 	// RSACandidate names how this build turns DRBG bytes into RSA prime
 	// candidates (package ek, ModeByName).
 	RSACandidate string
+	// Container names the state image format the SVSM line using this
+	// build keeps the NVChip in (package container).
+	Container string
 
 	NVSize       int
 	SeedSize     int

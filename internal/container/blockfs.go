@@ -1,0 +1,36 @@
+package container
+
+import (
+	"github.com/vtpm-mfg/vtpm-mfg/internal/statefile"
+)
+
+// blockFS is the proof-of-concept SVSM's container (package statefile).
+type blockFS struct{}
+
+func init() { register(blockFS{}) }
+
+func (blockFS) Name() string { return "blockfs" }
+
+func (blockFS) Detect(head []byte) bool { return true }
+
+func (blockFS) Read(path string, key []byte) ([]byte, *Info, error) {
+	nv, si, err := statefile.Read(path, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return nv, &Info{Path: si.Path, Container: "blockfs", ImageSize: si.ImageSize, AllocatedSize: si.AllocatedSize, Magic: si.Magic, NVSize: si.NVSize}, nil
+}
+
+func (blockFS) Create(path string, key, nvchip []byte, o CreateOptions) error {
+	size := o.Size
+	if size == 0 {
+		size = statefile.DefaultImageSize
+	}
+	return statefile.Create(path, key, nvchip, size, o.Overwrite)
+}
+
+func (blockFS) Update(path string, oldKey, newKey []byte, change func([]byte) ([]byte, error)) error {
+	return statefile.Update(path, oldKey, newKey, change)
+}
+
+func (blockFS) MinSize(CreateOptions) int64 { return statefile.MinImageSize }

@@ -1,0 +1,376 @@
+package container
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/cocoonfs"
+)
+
+// What upstream SVSM keeps in CocoonFS for its vTPM: inode numbers carry
+// the service in their high 32 bits (1: TPM, 2: UEFI variables).
+const (
+	NVChipInode = 0x1_0000_0000
+	MarkerInode = 0x1_0000_0001
+	// Marker is the content of the "manufactured" marker; without it the
+	// SVSM re-manufactures the TPM at boot.
+	Marker = "COCONUT-SVSM"
+	// DefaultCocoonSize is the image size of the upstream documentation.
+	DefaultCocoonSize = 8 << 20
+	// MaxCocoonSize bounds the images read into memory.
+	MaxCocoonSize = 1 << 30
+	// rewriteReserve is free space kept beyond the files so that the SVSM
+	// can rewrite the NVChip through its journal (a new copy of the file
+	// plus journal blocks). Measured with the reference implementation on
+	// images of this package's layout: an NVChip rewrite needs 44544 bytes
+	// of image (AES-128) or 46592 (AES-256); the reference tool's own
+	// smallest images holding both TPM files (26112, 32768 bytes) cannot
+	// rewrite the NVChip at all (NoSpace).
+	rewriteReserve = 16384 + 8192
+)
+
+type cocoon struct{}
+
+func init() { register(cocoon{}) }
+
+func (cocoon) Name() string { return "cocoonfs" }
+
+func (cocoon) Detect(head []byte) bool { return cocoonfs.Detect(head) != cocoonfs.KindUnknown }
+
+// CocoonInfo describes a CocoonFS image.
+type CocoonInfo struct {
+	FormatVersion     int          `json:"format_version"`
+	AllocationBlock   int          `json:"allocation_block_bytes"`
+	IOBlock           int          `json:"io_block_bytes"`
+	AuthTreeNode      int          `json:"auth_tree_node_bytes"`
+	AuthTreeDataBlock int          `json:"auth_tree_data_block_bytes"`
+	BitmapFileBlock   int          `json:"allocation_bitmap_file_block_bytes"`
+	IndexLeafNode     int          `json:"inode_index_leaf_node_bytes"`
+	IndexInternalNode int          `json:"inode_index_internal_node_bytes"`
+	AuthTreeNodeHash  string       `json:"auth_tree_node_hash"`
+	AuthTreeDataHMAC  string       `json:"auth_tree_data_hmac"`
+	AuthTreeRootHMAC  string       `json:"auth_tree_root_hmac"`
+	PreauthHMAC       string       `json:"preauth_cca_protection_hmac"`
+	KDFHash           string       `json:"kdf_hash"`
+	Cipher            string       `json:"cipher"`
+	FilesystemSize    uint64       `json:"filesystem_size"`
+	SaltLen           int          `json:"salt_len"`
+	AuthTreeLevels    int          `json:"auth_tree_levels"`
+	IndexLevels       int          `json:"inode_index_levels"`
+	AllocatedBytes    uint64       `json:"allocated_bytes"`
+	AuxMetadataBytes  int          `json:"aux_metadata_bytes"`
+	UpdateCounter     string       `json:"update_counter"`
+	Inodes            []InodeEntry `json:"inodes"`
+}
+
+// InodeEntry is one file of a CocoonFS image.
+type InodeEntry struct {
+	Inode     uint64 `json:"inode"`
+	Namespace uint32 `json:"namespace"`
+	Number    uint32 `json:"number"`
+	Size      int    `json:"size"`
+	Flags     uint32 `json:"flags"`
+	What      string `json:"what,omitempty"`
+}
+
+func inodeWhat(n uint64) string {
+	switch {
+	case n == NVChipInode:
+		return "vTPM NVChip"
+	case n == MarkerInode:
+		return "vTPM manufactured marker"
+	case n>>32 == 1:
+		return "vTPM"
+	case n>>32 == 2:
+		return "UEFI variables"
+	}
+	return ""
+}
+
+func cocoonInfo(fs *cocoonfs.FS) *CocoonInfo {
+	l := fs.Info.Layout
+	ab := 128 << l.AllocBlock128Log2
+	ci := &CocoonInfo{
+		FormatVersion:     cocoonfs.FormatVersion,
+		AllocationBlock:   ab,
+		IOBlock:           ab << l.IOBlockAllocBlocksLog2,
+		AuthTreeNode:      ab << l.IOBlockAllocBlocksLog2 << l.AuthTreeNodeIOBlocksLog2,
+		AuthTreeDataBlock: ab << l.AuthTreeDataBlockLog2,
+		BitmapFileBlock:   ab << l.BitmapFileBlockLog2,
+		IndexLeafNode:     ab << l.IndexLeafLog2,
+		IndexInternalNode: ab << l.IndexInternalLog2,
+		AuthTreeNodeHash:  cocoonfs.HashName(l.AuthTreeNodeHash),
+		AuthTreeDataHMAC:  cocoonfs.HashName(l.AuthTreeDataHMAC),
+		AuthTreeRootHMAC:  cocoonfs.HashName(l.AuthTreeRootHMAC),
+		PreauthHMAC:       cocoonfs.HashName(l.PreauthHMAC),
+		KDFHash:           cocoonfs.HashName(l.KDFHash),
+		Cipher:            fmt.Sprintf("AES-%d-CBC", l.BlockCipherKeyBits),
+		FilesystemSize:    fs.Info.ImageBytes,
+		SaltLen:           len(fs.Info.Salt),
+		AuthTreeLevels:    fs.Info.AuthTreeLevels,
+		IndexLevels:       fs.Info.IndexLevels,
+		AllocatedBytes:    fs.Info.AllocatedABs * uint64(ab),
+		AuxMetadataBytes:  len(fs.Info.AuxMetadata),
+		Inodes:            []InodeEntry{},
+	}
+	c := fs.Info.UpdateCounter
+	rev := make([]byte, len(c))
+	for i := range c {
+		rev[i] = c[len(c)-1-i]
+	}
+	ci.UpdateCounter = new(big.Int).SetBytes(rev).String()
+	for _, in := range fs.Inodes {
+		ci.Inodes = append(ci.Inodes, InodeEntry{Inode: in.Number, Namespace: uint32(in.Number >> 32), Number: uint32(in.Number), Size: len(in.Data), Flags: in.Flags, What: inodeWhat(in.Number)})
+	}
+	return ci
+}
+
+// readImage reads a whole CocoonFS image file.
+func readImage(path string, f *os.File) ([]byte, os.FileInfo, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if st.Size() > MaxCocoonSize {
+		return nil, nil, fmt.Errorf("%s: CocoonFS image of %d bytes is larger than this tool reads (%d)", path, st.Size(), int64(MaxCocoonSize))
+	}
+	img := make([]byte, st.Size())
+	if _, err := io.ReadFull(f, img); err != nil {
+		return nil, nil, fmt.Errorf("%s: read: %w", path, err)
+	}
+	return img, st, nil
+}
+
+func openRegular(path string, flag int) (*os.File, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("%s: cannot open state image: %v", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: is not a regular file", path)
+	}
+	return os.OpenFile(path, flag, 0)
+}
+
+// openFS authenticates an image and finds its NVChip.
+func openFS(path string, img, key []byte) (*cocoonfs.FS, []byte, error) {
+	fs, err := cocoonfs.Open(img, key)
+	switch {
+	case errors.Is(err, cocoonfs.ErrWrongKey):
+		return nil, nil, fmt.Errorf("%s: wrong key, or a damaged or modified CocoonFS image: it does not authenticate under this key", path)
+	case err != nil:
+		return nil, nil, fmt.Errorf("%s: CocoonFS: %w", path, err)
+	}
+	nvi, ok := fs.Lookup(NVChipInode)
+	if !ok {
+		return nil, nil, fmt.Errorf("%s: the CocoonFS image holds no vTPM NVChip (inode 0x%x): the SVSM would manufacture a new TPM at boot; create one with manufacture or pack", path, uint64(NVChipInode))
+	}
+	if len(nvi.Data) != 16384 {
+		return nil, nil, fmt.Errorf("%s: the vTPM NVChip (inode 0x%x) is %d bytes, not 16384: the SVSM would re-manufacture this TPM", path, uint64(NVChipInode), len(nvi.Data))
+	}
+	return fs, nvi.Data, nil
+}
+
+func markerFindings(fs *cocoonfs.FS) []string {
+	m, ok := fs.Lookup(MarkerInode)
+	switch {
+	case !ok:
+		return []string{fmt.Sprintf("no \"manufactured\" marker (inode 0x%x): the SVSM would re-manufacture this TPM at boot, discarding its identity", uint64(MarkerInode))}
+	case string(m.Data) != Marker:
+		return []string{fmt.Sprintf("the \"manufactured\" marker (inode 0x%x) is %q, not %q: the SVSM would re-manufacture this TPM at boot", uint64(MarkerInode), m.Data, Marker)}
+	}
+	return nil
+}
+
+func (cocoon) Read(path string, key []byte) ([]byte, *Info, error) {
+	f, err := openRegular(path, os.O_RDONLY)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	img, st, err := readImage(path, f)
+	if err != nil {
+		return nil, nil, err
+	}
+	fs, nvb, err := openFS(path, img, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	info := &Info{Path: path, Container: "cocoonfs", ImageSize: st.Size(), CocoonFS: cocoonInfo(fs), Findings: markerFindings(fs)}
+	if sys, ok := st.Sys().(*unix.Stat_t); ok {
+		info.AllocatedSize = sys.Blocks * 512
+	}
+	return append([]byte(nil), nvb...), info, nil
+}
+
+func cocoonLayout(strength int) (cocoonfs.Layout, error) {
+	if strength == 0 {
+		strength = 128
+	}
+	return cocoonfs.DefaultLayout(strength)
+}
+
+func tpmInodes(nvchip []byte) []cocoonfs.Inode {
+	return []cocoonfs.Inode{{Number: NVChipInode, Data: nvchip}, {Number: MarkerInode, Data: []byte(Marker)}}
+}
+
+// minBytes is the smallest image holding inodes with room for the SVSM to
+// rewrite the NVChip.
+func minBytes(l cocoonfs.Layout, inodes []cocoonfs.Inode) int64 {
+	probe := append(append([]cocoonfs.Inode(nil), inodes...), cocoonfs.Inode{Number: ^uint64(0), Data: make([]byte, rewriteReserve)})
+	lo, hi := uint64(512), uint64(1<<20)
+	for lo < hi {
+		m := (lo + hi) / 2 / 512 * 512
+		if m < lo {
+			m = lo
+		}
+		if _, err := cocoonfs.Write(cocoonfs.WriteOptions{Key: []byte{0}, Layout: l, ImageBytes: m, Inodes: probe, ZeroFree: true}); err == nil {
+			hi = m
+		} else {
+			lo = m + 512
+		}
+	}
+	return int64(lo)
+}
+
+func (cocoon) MinSize(o CreateOptions) int64 {
+	l, err := cocoonLayout(o.Strength)
+	if err != nil {
+		return 0
+	}
+	return minBytes(l, tpmInodes(make([]byte, 16384)))
+}
+
+func (c cocoon) Create(path string, key, nvchip []byte, o CreateOptions) error {
+	l, err := cocoonLayout(o.Strength)
+	if err != nil {
+		return err
+	}
+	size := o.Size
+	if size == 0 {
+		size = DefaultCocoonSize
+	}
+	if min := c.MinSize(o); size < min {
+		return fmt.Errorf("%s: image size %d is below the minimum of %d bytes for a CocoonFS vTPM image (the files and room for the SVSM to rewrite the NVChip)", path, size, min)
+	}
+	img, err := cocoonfs.Write(cocoonfs.WriteOptions{Key: key, Layout: l, ImageBytes: uint64(size), Inodes: tpmInodes(nvchip), ZeroFree: o.ZeroFree})
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return atomicfile.Create(path, 0o600, o.Overwrite, func(f *os.File) error { return writeSparse(f, img, size) })
+}
+
+// writeSparse writes img at the start of f, leaving zero blocks as holes,
+// and sizes f to size bytes.
+func writeSparse(f *os.File, img []byte, size int64) error {
+	if err := f.Truncate(size); err != nil {
+		return err
+	}
+	const chunk = 4096
+	for off := 0; off < len(img); off += chunk {
+		end := min(off+chunk, len(img))
+		if allZero(img[off:end]) {
+			continue
+		}
+		if _, err := f.WriteAt(img[off:end], int64(off)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (cocoon) Update(path string, oldKey, newKey []byte, change func([]byte) ([]byte, error)) error {
+	f, err := openRegular(path, os.O_RDWR)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := atomicfile.Lock(f); err != nil {
+		return err
+	}
+	if cur, err := os.Stat(path); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	} else if held, err := f.Stat(); err != nil || !os.SameFile(cur, held) {
+		return fmt.Errorf("%s: was replaced by another process while this one waited; run the command again", path)
+	}
+	img, st, err := readImage(path, f)
+	if err != nil {
+		return err
+	}
+	fs, nvb, err := openFS(path, img, oldKey)
+	if err != nil {
+		return err
+	}
+	if change != nil {
+		if len(markerFindings(fs)) > 0 {
+			return fmt.Errorf("%s: %s; manufacture a new image instead", path, markerFindings(fs)[0])
+		}
+		out, err := change(append([]byte(nil), nvb...))
+		if err != nil {
+			return err
+		}
+		if out != nil {
+			nvb = out
+		}
+	}
+	if newKey == nil {
+		newKey = oldKey
+	}
+	inodes := make([]cocoonfs.Inode, len(fs.Inodes))
+	copy(inodes, fs.Inodes)
+	for i := range inodes {
+		if inodes[i].Number == NVChipInode {
+			inodes[i].Data = nvb
+		}
+	}
+	counter := fs.Info.UpdateCounter
+	for i := range counter { // the counter moves on, modulo 2^128
+		counter[i]++
+		if counter[i] != 0 {
+			break
+		}
+	}
+	sparse := false
+	if sys, ok := st.Sys().(*unix.Stat_t); ok {
+		sparse = sys.Blocks*512 < st.Size()/2
+	}
+	aux := fs.Info.AuxMetadata
+	out, err := cocoonfs.Write(cocoonfs.WriteOptions{
+		Key: newKey, Layout: fs.Info.Layout, ImageBytes: fs.Info.ImageBytes, Inodes: inodes,
+		Aux: aux, NoAux: aux == nil, Counter: &counter, ZeroFree: sparse,
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w; %s is unchanged", path, err, path)
+	}
+	// Prove the new image before it replaces the old one.
+	check, err := cocoonfs.Open(out, newKey)
+	if err != nil || len(check.Inodes) != len(inodes) {
+		return fmt.Errorf("%s: internal error: the rewritten image does not read back (%v); %s is unchanged", path, err, path)
+	}
+	for i, in := range check.Inodes {
+		if in.Number != inodes[i].Number || in.Flags != inodes[i].Flags || !bytes.Equal(in.Data, inodes[i].Data) {
+			return fmt.Errorf("%s: internal error: inode 0x%x differs after the rewrite; %s is unchanged", path, in.Number, path)
+		}
+	}
+	return atomicfile.Replace(path, func(tmp *os.File) error { return writeSparse(tmp, out, st.Size()) })
+}
+
+func allZero(b []byte) bool {
+	for _, v := range b {
+		if v != 0 {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,104 @@
+// Package container is the one interface through which the pipeline
+// reads and writes the SVSM's encrypted state images: it names the
+// formats (BlockFS of the proof-of-concept SVSM, CocoonFS of upstream
+// SVSM), tells them apart, and hands out the vTPM's NVChip while keeping
+// everything else in the image as it is.
+package container
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+)
+
+// Format is a state image container.
+type Format interface {
+	// Name is the container's name on the command line.
+	Name() string
+	// Detect tells whether the first bytes of an image are this format's.
+	Detect(head []byte) bool
+	// Read opens the image with key and returns the NVChip and facts.
+	Read(path string, key []byte) ([]byte, *Info, error)
+	// Create writes a new image at path holding nvchip.
+	Create(path string, key, nvchip []byte, o CreateOptions) error
+	// Update rewrites an existing image atomically under its lock: oldKey
+	// must open it; change (if not nil) may return a new NVChip; the image
+	// is written under newKey (nil: oldKey), everything else kept.
+	Update(path string, oldKey, newKey []byte, change func(nvchip []byte) ([]byte, error)) error
+	// MinSize is the smallest image Create accepts for o.
+	MinSize(o CreateOptions) int64
+}
+
+// CreateOptions control a new image.
+type CreateOptions struct {
+	Size      int64 // bytes; 0: the format's default
+	Overwrite bool
+	// Strength selects the CocoonFS algorithms: 128 (AES-128, SHA-256),
+	// 192 or 256. 0: 128.
+	Strength int
+	// ZeroFree leaves free CocoonFS space zero (sparse) instead of random.
+	ZeroFree bool
+}
+
+// Info describes an opened state image.
+type Info struct {
+	Path          string `json:"path"`
+	Container     string `json:"container"`
+	ImageSize     int64  `json:"image_size"`
+	AllocatedSize int64  `json:"allocated_size"`
+	// BlockFS
+	Magic  uint32 `json:"magic,omitempty"`
+	NVSize uint64 `json:"nv_size,omitempty"`
+	// CocoonFS
+	CocoonFS *CocoonInfo `json:"cocoonfs,omitempty"`
+	// Findings are container-level problems that make the SVSM discard
+	// the TPM (e.g. a missing "manufactured" marker).
+	Findings []string `json:"findings,omitempty"`
+}
+
+var formats = map[string]Format{}
+
+func register(f Format) { formats[f.Name()] = f }
+
+// Names lists the known containers.
+func Names() []string {
+	var n []string
+	for k := range formats {
+		n = append(n, k)
+	}
+	sort.Strings(n)
+	return n
+}
+
+// Get returns a container by name.
+func Get(name string) (Format, error) {
+	if f, ok := formats[name]; ok {
+		return f, nil
+	}
+	return nil, fmt.Errorf("unknown container %q (known: %v)", name, Names())
+}
+
+// DetectFile returns the container of an existing image: CocoonFS images
+// start with a plaintext magic; anything else is taken as BlockFS, which
+// is encrypted from its first byte.
+func DetectFile(path string) (Format, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("%s: cannot open state image: %v", path, err)
+	}
+	defer f.Close()
+	head := make([]byte, 512)
+	n, _ := io.ReadFull(f, head)
+	for _, name := range Names() {
+		if name != "blockfs" && formats[name].Detect(head[:n]) {
+			return formats[name], nil
+		}
+	}
+	return formats["blockfs"], nil
+}
