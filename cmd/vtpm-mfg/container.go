@@ -2,17 +2,53 @@ package main
 
 import (
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"os"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/container"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/keyfile"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/pipeline"
 )
 
-var sizeFlag = &cli.Int64Flag{Name: "size", Value: pipeline.DefaultImageSize, Usage: "size of the new (sparse) state image in `BYTES`; at least 16896 (33 sectors)"}
+var sizeFlag = &cli.Int64Flag{Name: "size", Usage: "size of the new state image in `BYTES` (default: 16 MiB for BlockFS, 8 MiB for CocoonFS)"}
+
+var containerFlag = &cli.StringFlag{Name: "container", Usage: "state image `FORMAT`: blockfs or cocoonfs (default: the one the profile's SVSM reads)"}
+
+var strengthFlag = &cli.IntFlag{Name: "cocoonfs-strength", Value: 128, Usage: "CocoonFS security strength in `BITS`: 128 (AES-128, SHA-256, as the upstream documentation formats), 192 or 256 (AES-192/256, SHA-384/512 for the authentication tree)"}
+
+var zeroFreeFlag = &cli.BoolFlag{Name: "cocoonfs-zero-free", Usage: "leave free CocoonFS space zero (a sparse file) instead of random bytes as the SVSM's own mkfs does"}
+
+// createOptions reads the flags of a new state image.
+func createOptions(c *cli.Context) (pipeline.CreateOptions, error) {
+	o := pipeline.CreateOptions{Size: c.Int64("size"), Overwrite: c.Bool("force"), Strength: c.Int("cocoonfs-strength"), ZeroFree: c.Bool("cocoonfs-zero-free")}
+	switch o.Strength {
+	case 128, 192, 256:
+	default:
+		return o, usagef("%s: --cocoonfs-strength must be 128, 192 or 256", c.Command.FullName())
+	}
+	if c.IsSet("size") && o.Size <= 0 {
+		return o, usagef("%s: --size must be a positive number of bytes", c.Command.FullName())
+	}
+	return o, nil
+}
+
+// resolveContainer picks the container to write for profile p.
+func resolveContainer(c *cli.Context, p *nv.Profile) (container.Format, error) {
+	f, err := pipeline.ResolveContainer(p, c.String("container"), c.IsSet("container"))
+	if err != nil {
+		var pe *pipeline.PairingError
+		if errors.As(err, &pe) {
+			return nil, err
+		}
+		return nil, usagef("%s: --container: %v", c.Command.FullName(), err)
+	}
+	return f, nil
+}
 
 func (e *cmdEnv) keyCmd() *cli.Command {
 	return &cli.Command{
@@ -64,8 +100,11 @@ Example:
   hex      the 128-character string (2024 SVSM proof of concept, RAClients;
            register it without a trailing newline)
   base64   the raw bytes in base64, as kbs-test -s takes it (2025 demo)
-  raw      a file with the 64 raw bytes, for Trustee:
-           kbs-client ... set-resource --path default/sample/test --resource-file FILE
+  raw      a file with the 64 raw bytes, for Trustee: upstream SVSM (CocoonFS
+           images) asks the broker for the resource default/sample/test and
+           uses its raw bytes as the CocoonFS key; register it with
+             kbs-client --url URL config --auth-private-key KEY \
+               set-resource --path default/sample/test --resource-file FILE
            (the key file itself if it is raw; else write one with --write-raw)
 
 This prints secret material: run it only where the output is safe.
@@ -96,12 +135,18 @@ Example:
 						}
 					}
 					forms := keyfile.Forms(k)
+					trustee := ""
+					if rawPath != "" {
+						trustee = "kbs-client --url KBS_URL config --auth-private-key ADMIN_KEY set-resource --path " + upstreamKBSResource + " --resource-file " + shellQuote(rawPath)
+					}
 					if c.Bool("json") {
-						return e.printJSON(map[string]string{"hex": forms.Hex, "base64": forms.Base64, "raw_file": rawPath})
+						return e.printJSON(map[string]string{"hex": forms.Hex, "base64": forms.Base64, "raw_file": rawPath,
+							"upstream_svsm_resource": upstreamKBSResource, "trustee_command": trustee})
 					}
 					fmt.Fprintf(e.stdout, "hex:    %s\nbase64: %s\n", forms.Hex, forms.Base64)
 					if rawPath != "" {
 						fmt.Fprintf(e.stdout, "raw:    %s\n", rawPath)
+						fmt.Fprintf(e.stdout, "upstream SVSM (CocoonFS) asks the broker for %s, raw bytes; with Trustee:\n  %s\n", upstreamKBSResource, trustee)
 					} else {
 						fmt.Fprintf(e.stdout, "raw:    (the key file is hex; write a raw copy with --write-raw FILE)\n")
 					}
@@ -116,16 +161,21 @@ func (e *cmdEnv) packCmd() *cli.Command {
 	return &cli.Command{
 		Name:      "pack",
 		Usage:     "wrap a raw NVChip into a new encrypted state image",
-		UsageText: "vtpm-mfg pack --nvchip FILE (--key-file K | --key-env NAME) -o IMAGE [--size BYTES] [--force]",
+		UsageText: "vtpm-mfg pack --nvchip FILE (--key-file K | --key-env NAME) -o IMAGE [--container C] [--size BYTES] [--force]",
 		Description: `The NVChip must be exactly 16384 bytes (the TPM's NV_MEMORY_SIZE). The
-new image is sparse (16 MiB by default, only 33 sectors written), mode 0600.
+container is the one the SVSM of the NVChip's TPM build reads: BlockFS for
+svsm-poc (sparse, 16 MiB by default, 33 sectors written), CocoonFS for
+svsm-2026 (8 MiB by default, with the "manufactured" marker the SVSM
+checks). An NVChip that fits no known build needs --container. New images
+are mode 0600.
 
-Example:
-  vtpm-mfg pack --nvchip NVChip --key-file state.key -o state.img`,
+Examples:
+  vtpm-mfg pack --nvchip NVChip --key-file state.key -o state.img
+  vtpm-mfg pack --nvchip NVChip --key-file state.key --container cocoonfs -o state.img`,
 		Flags: append(keyFlags("", "state key"),
 			&cli.StringFlag{Name: "nvchip", Usage: "raw NVChip `FILE` to pack"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "state image `FILE` to create"},
-			sizeFlag, forceFlag),
+			containerFlag, strengthFlag, zeroFreeFlag, sizeFlag, forceFlag),
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err
@@ -142,19 +192,31 @@ Example:
 				return err
 			}
 			defer keyfile.Wipe(k)
+			o, err := createOptions(c)
+			if err != nil {
+				return err
+			}
 			nvb, err := pipeline.ReadNVChipFile(in)
 			if err != nil {
 				return err
 			}
 			defer clear(nvb)
-			if err := pipeline.WriteState(out, k, nvb, c.Int64("size"), c.Bool("force")); err != nil {
+			prof := "fits no known TPM profile"
+			var f container.Format
+			if im, perr := pipeline.ParseNV(in, nvb, ""); perr == nil {
+				prof = "TPM profile " + im.Profile.Name
+				if f, err = resolveContainer(c, im.Profile); err != nil {
+					return err
+				}
+			} else if c.String("container") == "" {
+				return fmt.Errorf("%w\n(give --container blockfs or cocoonfs to pack it anyway)", perr)
+			} else if f, err = container.Get(c.String("container")); err != nil {
+				return usagef("pack: --container: %v", err)
+			}
+			if err := pipeline.WriteState(f, out, k, nvb, o); err != nil {
 				return err
 			}
-			prof := "fits no known TPM profile"
-			if im, err := pipeline.ParseNV(in, nvb, ""); err == nil {
-				prof = "TPM profile " + im.Profile.Name
-			}
-			fmt.Fprintf(e.stderr, "packed %s into %s (%d bytes, %s)\n", in, out, c.Int64("size"), prof)
+			fmt.Fprintf(e.stderr, "packed %s into %s (%s, %s)\n", in, out, f.Name(), prof)
 			return nil
 		},
 	}
@@ -189,7 +251,7 @@ Example:
 				return err
 			}
 			defer keyfile.Wipe(k)
-			nvb, err := pipeline.ReadStateNVChip(in, k)
+			nvb, _, err := pipeline.ReadStateNVChip(in, k)
 			if err != nil {
 				return err
 			}
@@ -209,8 +271,12 @@ func (e *cmdEnv) rotateKeyCmd() *cli.Command {
 		Usage:     "re-encrypt a state image under a new key, in place and atomically",
 		UsageText: "vtpm-mfg rotate-key --state IMAGE (--key-file OLD | --key-env NAME) (--new-key-file NEW | --new-key-env NAME)",
 		Description: `Proves that the old key opens the image, then rewrites the image under the
-new key (temporary file, fsync, rename). Only the sectors in use are
-re-encrypted; the rest of the image is carried over, holes stay holes.
+new key (temporary file, fsync, rename). BlockFS: only the sectors in use
+are re-encrypted; the rest of the image is carried over, holes stay holes.
+CocoonFS: the whole filesystem is re-encrypted under keys derived from the
+new key and a fresh salt; every file (UEFI variables included), its flags
+and the auxiliary metadata are kept byte for byte, and the new image is
+read back before it replaces the old one.
 Register the new key with the key broker before the VM boots again.
 
 Example:

@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/container"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ek"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ekcert"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/keyfile"
@@ -43,9 +45,32 @@ func (e *cmdEnv) loadImage(c *cli.Context) (*nv.Image, *pipeline.ContainerInfo, 
 		}
 		defer keyfile.Wipe(k)
 		im, info, err := pipeline.ReadState(state, k, c.String("profile"))
-		return im, &info, err
+		return im, info, err
 	}
 	return nil, nil, usagef("%s: give --nvchip FILE or --state IMAGE", c.Command.FullName())
+}
+
+// printContainer prints what inspect shows of a state image's container.
+func printContainer(w io.Writer, info *pipeline.ContainerInfo) {
+	fmt.Fprintf(w, "state image:        %s\n", info.Path)
+	fmt.Fprintf(w, "image size:         %d bytes (%d allocated)\n", info.ImageSize, info.AllocatedSize)
+	if ci := info.CocoonFS; ci != nil {
+		fmt.Fprintf(w, "container:          CocoonFS format version %d, filesystem %d bytes, salt %d bytes, update counter %s\n", ci.FormatVersion, ci.FilesystemSize, ci.SaltLen, ci.UpdateCounter)
+		fmt.Fprintf(w, "layout:             allocation block %d, IO block %d, auth tree node %d / data block %d, bitmap block %d, index nodes %d/%d bytes\n",
+			ci.AllocationBlock, ci.IOBlock, ci.AuthTreeNode, ci.AuthTreeDataBlock, ci.BitmapFileBlock, ci.IndexLeafNode, ci.IndexInternalNode)
+		fmt.Fprintf(w, "algorithms:         %s; auth tree nodes %s, data %s HMAC, root %s HMAC, preauth %s HMAC, KDF %s\n",
+			ci.Cipher, ci.AuthTreeNodeHash, ci.AuthTreeDataHMAC, ci.AuthTreeRootHMAC, ci.PreauthHMAC, ci.KDFHash)
+		fmt.Fprintf(w, "structure:          %d-level authentication tree, %d-level inode index, %d bytes allocated, %d bytes aux metadata\n", ci.AuthTreeLevels, ci.IndexLevels, ci.AllocatedBytes, ci.AuxMetadataBytes)
+		fmt.Fprintf(w, "inodes:             %d\n", len(ci.Inodes))
+		for _, in := range ci.Inodes {
+			fmt.Fprintf(w, "  ns %d #%-10d 0x%09x  %7d bytes  flags 0x%02x  %s\n", in.Namespace, in.Number, in.Inode, in.Size, in.Flags, in.What)
+		}
+	} else {
+		fmt.Fprintf(w, "container:          BlockFS (XTS-AES-256), metadata magic 0x%08X, NVChip size %d\n", info.Magic, info.NVSize)
+	}
+	for _, f := range info.Findings {
+		fmt.Fprintf(w, "WARNING:            %s\n", f)
+	}
 }
 
 func sourceFlags() []cli.Flag {
@@ -102,9 +127,7 @@ Examples:
 				}
 			}()
 			if info != nil {
-				fmt.Fprintf(e.stdout, "state image:        %s\n", info.Path)
-				fmt.Fprintf(e.stdout, "image size:         %d bytes (%d allocated)\n", info.ImageSize, info.AllocatedSize)
-				fmt.Fprintf(e.stdout, "metadata:           magic 0x%08X, NVChip size %d\n", info.Magic, info.NVSize)
+				printContainer(e.stdout, info)
 			}
 			fmt.Fprint(e.stdout, rep.Text())
 			return nil
@@ -349,6 +372,7 @@ type manifest struct {
 	Profile      string         `json:"profile"`
 	Output       string         `json:"output"`
 	Format       string         `json:"format"`
+	Container    string         `json:"container,omitempty"`
 	ImageSHA256  string         `json:"image_sha256"`
 	NVChipSHA256 string         `json:"nvchip_sha256"`
 	EKs          []manifestCert `json:"endorsement_keys"`
@@ -380,11 +404,21 @@ platform NV indices 0x01C00002 / 0x01C0000A (attributes 0x42072001, then
 WRITTEN, and WRITELOCKED unless --no-lock), and the NVChip encrypted into a
 new state image. Nothing is written unless every step succeeds.
 
---format nvchip writes the raw NVChip instead (for svsm-2026, whose
-CocoonFS container is not supported yet).
+The state image is the container the profile's SVSM reads:
+  svsm-poc   BlockFS: XTS-AES-256 sectors, 16 MiB sparse by default
+  svsm-2026  CocoonFS v1 (cocoon-tpm-storage 0.1.4): the NVChip at inode
+             0x100000000 and the "manufactured" marker COCONUT-SVSM at
+             0x100000001, so the SVSM boots this TPM instead of making its
+             own; 8 MiB, SHA-256 and AES-128 by default as the upstream
+             documentation formats (--cocoonfs-strength 192|256 for more),
+             free space random-filled as the SVSM's mkfs does.
+The key is the secret the key broker releases to the SVSM, as it is.
+Another pairing needs --container. --format nvchip writes the raw NVChip.
 
 Examples:
   vtpm-mfg manufacture --key-file state.key --ca-cert ca.pem --ca-key ca.key -o state.img
+  vtpm-mfg manufacture --profile svsm-2026 --key-file state.key \
+      --ca-cert ca.pem --ca-key ca.key -o state.img
   vtpm-mfg manufacture --key-env STATE_KEY --ca-cert ca.pem --ca-key ca.key \
       -o state.img --cert-dir certs --json
   vtpm-mfg manufacture --profile svsm-2026 --format nvchip --ca-cert ca.pem --ca-key ca.key -o NVChip`,
@@ -392,7 +426,8 @@ Examples:
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "state image (or NVChip) `FILE` to create"},
 			profileFlag(nv.DefaultProfile),
 			&cli.StringFlag{Name: "ek", Value: "rsa2048,ecc-p256", Usage: "EK types to certify, comma-separated"},
-			&cli.StringFlag{Name: "format", Value: "state", Usage: "state (encrypted BlockFS image) or nvchip (raw NV image)"},
+			&cli.StringFlag{Name: "format", Value: "state", Usage: "state (encrypted state image) or nvchip (raw NV image)"},
+			containerFlag, strengthFlag, zeroFreeFlag,
 			&cli.StringFlag{Name: "cert-dir", Usage: "also write the certificates and EK public keys (PEM) into `DIR`"},
 			sizeFlag, forceFlag, jsonFlag),
 		Action: func(c *cli.Context) error {
@@ -421,7 +456,18 @@ Examples:
 				}
 			}
 			var key []byte
+			var cf container.Format
+			var co pipeline.CreateOptions
 			if format == "state" {
+				if co, err = createOptions(c); err != nil {
+					return err
+				}
+				if cf, err = resolveContainer(c, p); err != nil {
+					return err
+				}
+				if co.Size != 0 && co.Size < cf.MinSize(co) {
+					return usagef("manufacture: --size %d is below the minimum of %d bytes for a %s vTPM image", co.Size, cf.MinSize(co), cf.Name())
+				}
 				if key, err = e.loadKey(c, ""); err != nil {
 					return err
 				}
@@ -440,7 +486,7 @@ Examples:
 			nvb := im.Bytes()
 			defer clear(nvb)
 			if format == "state" {
-				err = pipeline.WriteState(out, key, nvb, c.Int64("size"), c.Bool("force"))
+				err = pipeline.WriteState(cf, out, key, nvb, co)
 			} else {
 				err = writeOut(out, nvb, true, c.Bool("force"))
 			}
@@ -448,6 +494,9 @@ Examples:
 				return err
 			}
 			m := manifest{Profile: p.Name, Output: out, Format: format, NVChipSHA256: sha256Hex(nvb)}
+			if cf != nil {
+				m.Container = cf.Name()
+			}
 			if m.ImageSHA256, err = sha256OfFile(out); err != nil {
 				return fmt.Errorf("%w (the image %s was written)", err, out)
 			}
@@ -466,14 +515,19 @@ Examples:
 			if c.Bool("json") {
 				return e.printJSON(m)
 			}
-			fmt.Fprintf(e.stdout, "manufactured a %s TPM into %s (%s)\n", p.Name, out, format)
+			what := format
+			if cf != nil {
+				what = cf.Name() + " state image"
+			}
+			fmt.Fprintf(e.stdout, "manufactured a %s TPM into %s (%s)\n", p.Name, out, what)
 			for _, mc := range m.EKs {
 				fmt.Fprintf(e.stdout, "  %-9s EK %s, certificate serial %s at NV index %s\n", mc.Alg, mc.KeySHA256, mc.Serial, mc.Index)
 			}
 			if format == "nvchip" {
-				fmt.Fprintf(e.stdout, `To use it with upstream SVSM, store it in the CocoonFS state image as
-inode 0x100000000 and put the 12 bytes "COCONUT-SVSM" in inode 0x100000001
-(without that marker the SVSM re-manufactures the TPM).
+				fmt.Fprintf(e.stdout, `To use it with upstream SVSM, pack it (vtpm-mfg pack --container cocoonfs),
+or store it in the CocoonFS state image as inode 0x100000000 with the 12
+bytes "COCONUT-SVSM" in inode 0x100000001 (without that marker the SVSM
+re-manufactures the TPM).
 `)
 			}
 			return nil
@@ -587,7 +641,9 @@ func (e *cmdEnv) verifyCmd() *cli.Command {
 		Name:      "verify",
 		Usage:     "check a state image offline before deploying it",
 		UsageText: "vtpm-mfg verify (--state IMAGE (--key-file K | --key-env NAME) | --nvchip FILE) --ca-cert C [--ek ALGS] [--json]",
-		Description: `Checks that the image opens with the key and holds an NV image valid for
+		Description: `Checks that the image opens with the key (CocoonFS: every block
+authenticated), is the container the TPM build's SVSM reads, holds the
+"manufactured" marker where the SVSM needs one, and an NV image valid for
 its TPM build, and for each EK type: the certificate is present in its NV
 index with the attributes a manufacturer sets, meets the TCG EK profile,
 names this TPM's manufacturer and firmware, chains to the CA, and
@@ -615,7 +671,7 @@ Example:
 			if err != nil {
 				return err
 			}
-			im, _, err := e.loadImage(c)
+			im, info, err := e.loadImage(c)
 			var out verifyOutput
 			if err != nil {
 				if _, ok := err.(*usageError); ok {
@@ -624,7 +680,7 @@ Example:
 				out.Findings = []string{err.Error()}
 			} else {
 				out.Profile = im.Profile.Name
-				out.Findings = pipeline.Verify(im, pipeline.VerifyOptions{CA: certs[len(certs)-1:], Intermediates: certs[:len(certs)-1], Algs: algs})
+				out.Findings = append(pipeline.ImageFindings(im, info), pipeline.Verify(im, pipeline.VerifyOptions{CA: certs[len(certs)-1:], Intermediates: certs[:len(certs)-1], Algs: algs})...)
 			}
 			out.OK = len(out.Findings) == 0
 			if out.Findings == nil {

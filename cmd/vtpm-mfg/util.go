@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 func sha256Hex(data []byte) string {
@@ -25,4 +26,18 @@ func sha256OfFile(path string) (string, error) {
 		return "", fmt.Errorf("%s: %w", path, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// upstreamKBSResource is the key broker resource upstream SVSM's
+// attestation proxy asks for (hard-coded there).
+const upstreamKBSResource = "default/sample/test"
+
+// shellQuote quotes a path for a shell command line.
+func shellQuote(s string) string {
+	for _, r := range s {
+		if !(r == '/' || r == '.' || r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+		}
+	}
+	return s
 }

@@ -1,7 +1,7 @@
 // Package pipeline runs vtpm-mfg's jobs end to end: it manufactures NV
 // images, derives their EKs, issues and installs EK certificates, and
 // verifies and describes images, on top of packages nv, ek, ekcert and
-// statefile. The CLI is a thin layer over it.
+// container. The CLI is a thin layer over it.
 package pipeline
 
 import (
@@ -15,7 +15,6 @@ import (
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ek"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ekcert"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
-	"github.com/vtpm-mfg/vtpm-mfg/internal/statefile"
 )
 
 // CertIndex is the NV index of each EK type's certificate (TCG PC Client,
@@ -99,11 +98,11 @@ func ReadNVChip(path, profile string) (*nv.Image, error) {
 	return ParseNV(path, data, profile)
 }
 
-// ReadState opens a state image and parses its NVChip.
-func ReadState(path string, key []byte, profile string) (*nv.Image, statefile.Info, error) {
-	data, info, err := statefile.Read(path, key)
+// ReadState opens a state image of any container and parses its NVChip.
+func ReadState(path string, key []byte, profile string) (*nv.Image, *ContainerInfo, error) {
+	data, info, err := ReadStateNVChip(path, key)
 	if err != nil {
-		return nil, info, err
+		return nil, nil, err
 	}
 	im, err := ParseNV(path, data, profile)
 	return im, info, err

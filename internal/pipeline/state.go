@@ -6,16 +6,66 @@ import (
 	"os"
 	"strings"
 
+	"github.com/vtpm-mfg/vtpm-mfg/internal/container"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ek"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ekcert"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/statefile"
 )
 
 // ContainerInfo describes a state image.
-type ContainerInfo = statefile.Info
+type ContainerInfo = container.Info
 
-// DefaultImageSize is the size of new state images.
-const DefaultImageSize = statefile.DefaultImageSize
+// CreateOptions control a new state image.
+type CreateOptions = container.CreateOptions
+
+// PairingError reports a container that the profile's SVSM does not read.
+type PairingError struct{ Msg string }
+
+func (e *PairingError) Error() string { return e.Msg }
+
+// ResolveContainer returns the container to write for a profile: the
+// profile's own when name is empty, or the named one. A container other
+// than the profile's is refused unless explicit is set (the user named it
+// with --container on purpose).
+func ResolveContainer(p *nv.Profile, name string, explicit bool) (container.Format, error) {
+	if name == "" {
+		name = p.Container
+	}
+	f, err := container.Get(name)
+	if err != nil {
+		return nil, err
+	}
+	if name != p.Container && !explicit {
+		return nil, &PairingError{fmt.Sprintf("profile %s is used by an SVSM that reads %s state images, not %s; give --container %s explicitly to write this pairing anyway", p.Name, p.Container, name, name)}
+	}
+	return f, nil
+}
+
+// pairingFinding tells when an image's container is not the one its TPM
+// profile's SVSM reads.
+func pairingFinding(p *nv.Profile, info *container.Info) string {
+	if info == nil || info.Container == p.Container {
+		return ""
+	}
+	return fmt.Sprintf("container %s holds a %s NVChip, but the %s SVSM keeps its TPM in %s: it would not find this TPM", info.Container, p.Name, p.Name, p.Container)
+}
+
+// ImageFindings are the container-level findings of a state image for
+// verify: what makes the SVSM discard or not find the TPM.
+func ImageFindings(im *nv.Image, info *container.Info) []string {
+	var f []string
+	if info == nil {
+		return nil
+	}
+	for _, x := range info.Findings {
+		f = append(f, info.Path+": "+x)
+	}
+	if s := pairingFinding(im.Profile, info); s != "" {
+		f = append(f, info.Path+": "+s)
+	}
+	return f
+}
 
 // ReadNVChipFile reads a raw NVChip of the one size the TPM accepts.
 func ReadNVChipFile(path string) ([]byte, error) {
@@ -36,20 +86,28 @@ func ReadNVChipFile(path string) ([]byte, error) {
 	return data, nil
 }
 
-// WriteState encrypts an NVChip into a new state image.
-func WriteState(path string, key, nvchip []byte, size int64, overwrite bool) error {
-	return statefile.Create(path, key, nvchip, size, overwrite)
+// WriteState encrypts an NVChip into a new state image of the given
+// container.
+func WriteState(f container.Format, path string, key, nvchip []byte, o CreateOptions) error {
+	return f.Create(path, key, nvchip, o)
 }
 
-// ReadStateNVChip decrypts the NVChip of a state image.
-func ReadStateNVChip(path string, key []byte) ([]byte, error) {
-	nvb, _, err := statefile.Read(path, key)
-	return nvb, err
+// ReadStateNVChip decrypts the NVChip of a state image of any container.
+func ReadStateNVChip(path string, key []byte) ([]byte, *ContainerInfo, error) {
+	f, err := container.DetectFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f.Read(path, key)
 }
 
 // RotateKey re-encrypts a state image under a new key, in place.
 func RotateKey(path string, oldKey, newKey []byte) error {
-	return statefile.Update(path, oldKey, newKey, nil)
+	f, err := container.DetectFile(path)
+	if err != nil {
+		return err
+	}
+	return f.Update(path, oldKey, newKey, nil)
 }
 
 // Install describes a certificate to put into a state image: either DER
@@ -69,7 +127,11 @@ type Install struct {
 // TCG profile, then stored; or a new one is issued. It returns a summary.
 func InstallCert(state string, key []byte, in Install) (string, error) {
 	var summary string
-	err := statefile.Update(state, key, nil, func(nvb []byte) ([]byte, error) {
+	f, err := container.DetectFile(state)
+	if err != nil {
+		return "", err
+	}
+	err = f.Update(state, key, nil, func(nvb []byte) ([]byte, error) {
 		im, err := ParseNV(state, nvb, in.Profile)
 		if err != nil {
 			return nil, err
