@@ -55,6 +55,7 @@ func TestScripts(t *testing.T) {
 			"perm":       cmdPerm,
 			"cmphead":    cmdCmpHead,
 			"size":       cmdSize,
+			"flipbyte":   cmdFlipByte,
 			"mkstate":    cmdMkState,
 			"mkca":       cmdMkCA,
 			"issuebig":   cmdIssueBig,
@@ -190,4 +191,22 @@ func cmdIssuePlain(ts *testscript.TestScript, neg bool, args []string) {
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Signer)
 	ts.Check(err)
 	ts.Check(os.WriteFile(ts.MkAbs(args[3]), der, 0o644))
+}
+
+// flipbyte FILE OFFSET inverts one byte of a file in place.
+func cmdFlipByte(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: flipbyte FILE OFFSET")
+	}
+	off, err := strconv.ParseInt(args[1], 10, 64)
+	ts.Check(err)
+	f, err := os.OpenFile(ts.MkAbs(args[0]), os.O_RDWR, 0)
+	ts.Check(err)
+	defer f.Close()
+	b := make([]byte, 1)
+	_, err = f.ReadAt(b, off)
+	ts.Check(err)
+	b[0] ^= 0xff
+	_, err = f.WriteAt(b, off)
+	ts.Check(err)
 }
