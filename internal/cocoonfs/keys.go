@@ -37,8 +37,15 @@ const (
 
 // keys derives the subkeys of one filesystem from its root key.
 type keys struct {
-	l    Layout
-	root []byte
+	l     Layout
+	root  []byte
+	cache map[keyID][]byte
+}
+
+type keyID struct {
+	domain    uint64
+	subdomain uint32
+	purpose   byte
 }
 
 // rootKeyContext returns the context for the root key derivation: magic,
@@ -58,11 +65,15 @@ func rootKeyContext(l Layout, salt []byte) []byte {
 // with SHA-512, as long as a kdf_hash_alg digest.
 func newKeys(l Layout, key, salt []byte) *keys {
 	root := tpm2.KDFa(mustHash(AlgSHA512), key, string([]byte{purposeDerivation}), rootKeyContext(l, salt), nil, 8*digestLen(l.KDFHash))
-	return &keys{l: l, root: root}
+	return &keys{l: l, root: root, cache: map[keyID][]byte{}}
 }
 
 // derive returns the subkey for (domain, subdomain, purpose).
 func (k *keys) derive(domain uint64, subdomain uint32, purpose byte) []byte {
+	id := keyID{domain, subdomain, purpose}
+	if v, ok := k.cache[id]; ok {
+		return v
+	}
 	var n int
 	switch purpose {
 	case purposeDerivation:
@@ -78,7 +89,11 @@ func (k *keys) derive(domain uint64, subdomain uint32, purpose byte) []byte {
 	}
 	ctx := binary.LittleEndian.AppendUint64(nil, domain)
 	ctx = binary.LittleEndian.AppendUint32(ctx, subdomain)
-	return tpm2.KDFa(mustHash(k.l.KDFHash), k.root, string([]byte{purpose}), ctx, nil, 8*n)
+	v := tpm2.KDFa(mustHash(k.l.KDFHash), k.root, string([]byte{purpose}), ctx, nil, 8*n)
+	if k.cache != nil {
+		k.cache[id] = v
+	}
+	return v
 }
 
 func (k *keys) hmac(alg uint16, domain uint64, subdomain uint32, purpose byte) hash.Hash {

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"sort"
 )
 
@@ -91,6 +92,7 @@ type reader struct {
 	headerEnd  uint64
 	dataBlocks uint64
 	auxPayload []byte
+	dataMAC    hash.Hash // keyed data block HMAC, reset before each use
 }
 
 func (r *reader) extent(e Extent) ([]byte, error) {
@@ -295,7 +297,11 @@ func (r *reader) inSkip(p uint64) bool {
 }
 
 func (r *reader) dataBlockDigest(db uint64, allAllocated bool) []byte {
-	m := r.k.hmac(r.l.AuthTreeDataHMAC, InodeAuthTree, 0, purposeAuthData)
+	if r.dataMAC == nil {
+		r.dataMAC = r.k.hmac(r.l.AuthTreeDataHMAC, InodeAuthTree, 0, purposeAuthData)
+	}
+	m := r.dataMAC
+	m.Reset()
 	var word uint64
 	n := uint64(1) << r.g.aLog2
 	for i := uint64(0); i < n; i++ {

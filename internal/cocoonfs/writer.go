@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"sort"
 )
 
@@ -224,7 +225,12 @@ func Write(opts WriteOptions) ([]byte, error) {
 	k := newKeys(l, opts.Key, salt)
 	img := make([]byte, imageABs*ab)
 	if !opts.ZeroFree {
-		fill(img)
+		// Free space gets noise from a ChaCha8 stream keyed from the random
+		// source (the reference uses a Hash_DRBG the same way); salt, IVs
+		// and the counter are drawn from the random source itself.
+		var seed [32]byte
+		fill(seed[:])
+		mrand.NewChaCha8(seed).Read(img)
 	}
 	put := func(e Extent, b []byte) { copy(img[e.Begin*ab:e.End()*ab], b) }
 	zero := func(e Extent) { clear(img[e.Begin*ab : e.End()*ab]) }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/big"
 	"os"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -229,13 +230,20 @@ func tpmInodes(nvchip []byte) []cocoonfs.Inode {
 // rewrite the NVChip.
 func minBytes(l cocoonfs.Layout, inodes []cocoonfs.Inode) int64 {
 	probe := append(append([]cocoonfs.Inode(nil), inodes...), cocoonfs.Inode{Number: ^uint64(0), Data: make([]byte, rewriteReserve)})
-	lo, hi := uint64(512), uint64(1<<20)
+	fits := func(n uint64) bool {
+		_, err := cocoonfs.Write(cocoonfs.WriteOptions{Key: []byte{0}, Layout: l, ImageBytes: n, Inodes: probe, ZeroFree: true})
+		return err == nil
+	}
+	lo, hi := uint64(512), uint64(64<<10)
+	for !fits(hi) {
+		lo, hi = hi, hi*2
+	}
 	for lo < hi {
 		m := (lo + hi) / 2 / 512 * 512
 		if m < lo {
 			m = lo
 		}
-		if _, err := cocoonfs.Write(cocoonfs.WriteOptions{Key: []byte{0}, Layout: l, ImageBytes: m, Inodes: probe, ZeroFree: true}); err == nil {
+		if fits(m) {
 			hi = m
 		} else {
 			lo = m + 512
@@ -244,12 +252,19 @@ func minBytes(l cocoonfs.Layout, inodes []cocoonfs.Inode) int64 {
 	return int64(lo)
 }
 
+var minSizes sync.Map // strength -> int64
+
 func (cocoon) MinSize(o CreateOptions) int64 {
+	if v, ok := minSizes.Load(o.Strength); ok {
+		return v.(int64)
+	}
 	l, err := cocoonLayout(o.Strength)
 	if err != nil {
 		return 0
 	}
-	return minBytes(l, tpmInodes(make([]byte, 16384)))
+	n := minBytes(l, tpmInodes(make([]byte, 16384)))
+	minSizes.Store(o.Strength, n)
+	return n
 }
 
 func (c cocoon) Create(path string, key, nvchip []byte, o CreateOptions) error {
@@ -278,14 +293,22 @@ func writeSparse(f *os.File, img []byte, size int64) error {
 		return err
 	}
 	const chunk = 4096
-	for off := 0; off < len(img); off += chunk {
-		end := min(off+chunk, len(img))
-		if allZero(img[off:end]) {
-			continue
+	// Write each run of non-zero chunks with one call.
+	for off := 0; off < len(img); {
+		for off < len(img) && allZero(img[off:min(off+chunk, len(img))]) {
+			off += chunk
 		}
-		if _, err := f.WriteAt(img[off:end], int64(off)); err != nil {
-			return err
+		end := off
+		for end < len(img) && !allZero(img[end:min(end+chunk, len(img))]) {
+			end += chunk
 		}
+		end = min(end, len(img))
+		if end > off {
+			if _, err := f.WriteAt(img[off:end], int64(off)); err != nil {
+				return err
+			}
+		}
+		off = end
 	}
 	return nil
 }
