@@ -77,3 +77,26 @@ func TestGoldenChurn(t *testing.T) {
 		t.Errorf("churn image has a %d-level index, expected a multi-level one", fs.Info.IndexLevels)
 	}
 }
+
+// An image whose journal log head holds a pending transaction is refused,
+// never read past.
+func TestActiveJournalRefused(t *testing.T) {
+	img := append([]byte(nil), sharedvec.Read(t, "svsm/cocoonfs/a-aes128-8M-n.img")...)
+	sh, _ := decodeStaticHeader(img)
+	jh := journalHeadExtent(sh.layout, len(sh.salt))
+	ext := make([]byte, jh.Len*128)
+	copy(ext, "CCFSJRNL")
+	for i := 8 + sh.layout.integrityLen(); i < len(ext); i++ {
+		ext[i] = byte(i)
+	}
+	sh.layout.applyIntegrity(ext, 8, 0)
+	copy(img[jh.Begin*128:], ext)
+	if _, err := Open(img, goldenKey(t)); !errors.Is(err, ErrJournalActive) {
+		t.Fatalf("active journal: %v", err)
+	}
+	// A torn journal head (integrity fails) is inactive: the image opens.
+	img[jh.Begin*128+100] ^= 0xff
+	if _, err := Open(img, goldenKey(t)); err != nil {
+		t.Fatalf("torn journal head: %v", err)
+	}
+}

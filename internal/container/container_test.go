@@ -100,3 +100,34 @@ func TestCocoonUpdateChurn(t *testing.T) {
 		t.Errorf("mode %v size %d", st.Mode(), st.Size())
 	}
 }
+
+// Without the "manufactured" marker the SVSM re-manufactures: reading
+// reports it, and rewrites are refused.
+func TestCocoonMissingMarker(t *testing.T) {
+	l, _ := cocoonfs.DefaultLayout(128)
+	key, nv := randBytes(64), randBytes(16384)
+	for _, marker := range [][]byte{nil, []byte("COCONUT-SVSM\n")} {
+		in := []cocoonfs.Inode{{Number: NVChipInode, Data: nv}}
+		if marker != nil {
+			in = append(in, cocoonfs.Inode{Number: MarkerInode, Data: marker})
+		}
+		img, err := cocoonfs.Write(cocoonfs.WriteOptions{Key: key, Layout: l, ImageBytes: 1 << 20, Inodes: in})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(t.TempDir(), "s.img")
+		os.WriteFile(p, img, 0o600)
+		c, _ := Get("cocoonfs")
+		_, info, err := c.Read(p, key)
+		if err != nil || len(info.Findings) != 1 || !strings.Contains(info.Findings[0], "re-manufacture") {
+			t.Fatalf("marker %q: %v %v", marker, err, info)
+		}
+		err = c.Update(p, key, nil, func(b []byte) ([]byte, error) { return b, nil })
+		if err == nil || !strings.Contains(err.Error(), p) {
+			t.Errorf("marker %q: rewrite: %v", marker, err)
+		}
+		if after, _ := os.ReadFile(p); !bytes.Equal(after, img) {
+			t.Error("refused rewrite changed the image")
+		}
+	}
+}
