@@ -106,6 +106,24 @@ func Lock(f *os.File) error {
 	return nil
 }
 
+// LockForUpdate takes the exclusive lock of a file opened from path for
+// rewriting, and makes sure the descriptor still names path: another
+// process may have replaced the file between the open and the lock, and
+// then the descriptor holds the old, unlinked file.
+func LockForUpdate(f *os.File, path string) error {
+	if err := Lock(f); err != nil {
+		return err
+	}
+	cur, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if held, err := f.Stat(); err != nil || !os.SameFile(cur, held) {
+		return fmt.Errorf("%s: was replaced by another process while this one waited; run the command again", path)
+	}
+	return nil
+}
+
 // WriteSecret writes a small file holding secret material with mode 0600.
 func WriteSecret(path string, data []byte, overwrite bool) error {
 	return Create(path, 0o600, overwrite, func(f *os.File) error {

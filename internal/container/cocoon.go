@@ -319,13 +319,8 @@ func (cocoon) Update(path string, oldKey, newKey []byte, change func([]byte) ([]
 		return err
 	}
 	defer f.Close()
-	if err := atomicfile.Lock(f); err != nil {
+	if err := atomicfile.LockForUpdate(f, path); err != nil {
 		return err
-	}
-	if cur, err := os.Stat(path); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	} else if held, err := f.Stat(); err != nil || !os.SameFile(cur, held) {
-		return fmt.Errorf("%s: was replaced by another process while this one waited; run the command again", path)
 	}
 	img, st, err := readImage(path, f)
 	if err != nil {

@@ -245,15 +245,8 @@ func Update(path string, oldKey, newKey []byte, change func(nv []byte) ([]byte, 
 		return err
 	}
 	defer f.Close()
-	if err := atomicfile.Lock(f); err != nil {
+	if err := atomicfile.LockForUpdate(f, path); err != nil {
 		return err
-	}
-	// Another process may have replaced the image between our open and our
-	// lock; then this descriptor holds the old, unlinked file.
-	if cur, err := os.Stat(path); err != nil {
-		return &Error{path, "cannot open state image: " + pathErr(err)}
-	} else if held, err := f.Stat(); err != nil || !os.SameFile(cur, held) {
-		return &Error{path, "was replaced by another process while this one waited; run the command again"}
 	}
 	head, err := readHead(f, path)
 	if err != nil {
