@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -122,6 +123,15 @@ func LockForUpdate(f *os.File, path string) error {
 		return fmt.Errorf("%s: was replaced by another process while this one waited; run the command again", path)
 	}
 	return nil
+}
+
+// Allocated returns the bytes a file occupies on disk (st_blocks), or -1
+// where the system does not say.
+func Allocated(fi fs.FileInfo) int64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Blocks * 512
+	}
+	return -1
 }
 
 // WriteSecret writes a small file holding secret material with mode 0600.

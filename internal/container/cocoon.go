@@ -9,8 +9,6 @@ import (
 	"os"
 	"sync"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/cocoonfs"
 )
@@ -209,9 +207,7 @@ func (cocoon) Read(path string, key []byte) ([]byte, *Info, error) {
 		return nil, nil, err
 	}
 	info := &Info{Path: path, Container: "cocoonfs", ImageSize: st.Size(), CocoonFS: cocoonInfo(fs), Findings: markerFindings(fs)}
-	if sys, ok := st.Sys().(*unix.Stat_t); ok {
-		info.AllocatedSize = sys.Blocks * 512
-	}
+	info.AllocatedSize = atomicfile.Allocated(st)
 	return append([]byte(nil), nvb...), info, nil
 }
 
@@ -359,10 +355,9 @@ func (cocoon) Update(path string, oldKey, newKey []byte, change func([]byte) ([]
 			break
 		}
 	}
-	sparse := false
-	if sys, ok := st.Sys().(*unix.Stat_t); ok {
-		sparse = sys.Blocks*512 < st.Size()/2
-	}
+	// An image whose free space is holes (made with zero free space) stays
+	// that way; one filled with noise gets fresh noise.
+	sparse := atomicfile.Allocated(st) >= 0 && atomicfile.Allocated(st) < st.Size()/2
 	aux := fs.Info.AuxMetadata
 	out, err := cocoonfs.Write(cocoonfs.WriteOptions{
 		Key: newKey, Layout: fs.Info.Layout, ImageBytes: fs.Info.ImageBytes, Inodes: inodes,

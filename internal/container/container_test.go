@@ -3,11 +3,13 @@ package container
 import (
 	"bytes"
 	"crypto/rand"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/cocoonfs"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/sharedvec"
 )
@@ -128,6 +130,28 @@ func TestCocoonMissingMarker(t *testing.T) {
 		}
 		if after, _ := os.ReadFile(p); !bytes.Equal(after, img) {
 			t.Error("refused rewrite changed the image")
+		}
+	}
+}
+
+// An image made with zero free space stays sparse through rewrites; the
+// default one is noise throughout.
+func TestCocoonSparseKept(t *testing.T) {
+	c, _ := Get("cocoonfs")
+	dir := t.TempDir()
+	key := randBytes(64)
+	for _, zero := range []bool{true, false} {
+		p := filepath.Join(dir, fmt.Sprint(zero))
+		if err := c.Create(p, key, randBytes(16384), CreateOptions{Size: 8 << 20, ZeroFree: zero}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Update(p, key, randBytes(64), nil); err != nil {
+			t.Fatal(err)
+		}
+		st, _ := os.Stat(p)
+		a := atomicfile.Allocated(st)
+		if zero && (a <= 0 || a > 2<<20) || !zero && a < 8<<20 {
+			t.Errorf("zero free %v: %d bytes allocated", zero, a)
 		}
 	}
 }

@@ -206,9 +206,7 @@ func Read(path string, key []byte) ([]byte, Info, error) {
 
 func info(path string, st os.FileInfo, m Metadata) Info {
 	i := Info{Path: path, ImageSize: st.Size(), Magic: m.Magic, NVSize: m.Size}
-	if sys, ok := st.Sys().(*unix.Stat_t); ok {
-		i.AllocatedSize = sys.Blocks * 512
-	}
+	i.AllocatedSize = atomicfile.Allocated(st)
 	return i
 }
 
