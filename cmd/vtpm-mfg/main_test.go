@@ -56,6 +56,7 @@ func TestScripts(t *testing.T) {
 			"cmphead":    cmdCmpHead,
 			"size":       cmdSize,
 			"flipbyte":   cmdFlipByte,
+			"link":       cmdLink,
 			"mkstate":    cmdMkState,
 			"mkca":       cmdMkCA,
 			"issuebig":   cmdIssueBig,
@@ -209,4 +210,12 @@ func cmdFlipByte(ts *testscript.TestScript, neg bool, args []string) {
 	b[0] ^= 0xff
 	_, err = f.WriteAt(b, off)
 	ts.Check(err)
+}
+
+// link OLD NEW makes a hard link.
+func cmdLink(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: link OLD NEW")
+	}
+	ts.Check(os.Link(ts.MkAbs(args[0]), ts.MkAbs(args[1])))
 }

@@ -32,15 +32,6 @@ func Create(path string, mode fs.FileMode, overwrite bool, fill func(f *os.File)
 	return write(path, mode, !overwrite, fill)
 }
 
-// Replace atomically replaces the existing file at path, keeping its mode.
-func Replace(path string, fill func(f *os.File) error) error {
-	st, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	return write(path, st.Mode().Perm(), false, fill)
-}
-
 func write(path string, mode fs.FileMode, noClobber bool, fill func(f *os.File) error) (err error) {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
@@ -103,24 +94,6 @@ func Lock(f *os.File) error {
 			return fmt.Errorf("%s: locked by another process; try again when it has finished", f.Name())
 		}
 		return fmt.Errorf("%s: lock: %w", f.Name(), err)
-	}
-	return nil
-}
-
-// LockForUpdate takes the exclusive lock of a file opened from path for
-// rewriting, and makes sure the descriptor still names path: another
-// process may have replaced the file between the open and the lock, and
-// then the descriptor holds the old, unlinked file.
-func LockForUpdate(f *os.File, path string) error {
-	if err := Lock(f); err != nil {
-		return err
-	}
-	cur, err := os.Stat(path)
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if held, err := f.Stat(); err != nil || !os.SameFile(cur, held) {
-		return fmt.Errorf("%s: was replaced by another process while this one waited; run the command again", path)
 	}
 	return nil
 }

@@ -310,15 +310,12 @@ func writeSparse(f *os.File, img []byte, size int64) error {
 }
 
 func (cocoon) Update(path string, oldKey, newKey []byte, change func([]byte) ([]byte, error)) error {
-	f, err := openRegular(path, os.O_RDWR)
+	rw, err := atomicfile.BeginRewrite(path)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	if err := atomicfile.LockForUpdate(f, path); err != nil {
-		return err
-	}
-	img, st, err := readImage(path, f)
+	defer rw.Close()
+	img, st, err := readImage(path, rw.File)
 	if err != nil {
 		return err
 	}
@@ -376,7 +373,7 @@ func (cocoon) Update(path string, oldKey, newKey []byte, change func([]byte) ([]
 			return fmt.Errorf("%s: internal error: inode 0x%x differs after the rewrite; %s is unchanged", path, in.Number, path)
 		}
 	}
-	return atomicfile.Replace(path, func(tmp *os.File) error { return writeSparse(tmp, out, st.Size()) })
+	return rw.Commit(func(tmp *os.File) error { return writeSparse(tmp, out, st.Size()) })
 }
 
 func allZero(b []byte) bool {

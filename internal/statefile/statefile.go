@@ -238,14 +238,12 @@ func Create(path string, key, nv []byte, size int64, overwrite bool) error {
 // so holes stay holes and the cost does not depend on the image size. On any
 // error the image is left as it was.
 func Update(path string, oldKey, newKey []byte, change func(nv []byte) ([]byte, error)) error {
-	f, _, err := openImage(path, os.O_RDWR)
+	rw, err := atomicfile.BeginRewrite(path)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	if err := atomicfile.LockForUpdate(f, path); err != nil {
-		return err
-	}
+	defer rw.Close()
+	f := rw.File
 	head, err := readHead(f, path)
 	if err != nil {
 		return err
@@ -270,16 +268,13 @@ func Update(path string, oldKey, newKey []byte, change func(nv []byte) ([]byte, 
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	return atomicfile.Replace(path, func(tmp *os.File) error {
-		st, err := f.Stat()
-		if err != nil {
+	size := rw.Info.Size()
+	return rw.Commit(func(tmp *os.File) error {
+		if err := tmp.Truncate(size); err != nil {
 			return err
 		}
-		if err := tmp.Truncate(st.Size()); err != nil {
+		if err := copyExtents(tmp, f, MinImageSize, size); err != nil {
 			return err
-		}
-		if err := copyExtents(tmp, f, MinImageSize, st.Size()); err != nil {
-			return fmt.Errorf("%s: copying unused sectors: %w", path, err)
 		}
 		_, err = tmp.WriteAt(enc, 0)
 		return err
