@@ -47,17 +47,29 @@ func (e *ErrTooSmall) Error() string {
 	return fmt.Sprintf("a CocoonFS image of %d bytes cannot hold these files; at least %d bytes are needed", e.Have, e.Need)
 }
 
+// allocator places extents first-fit: each goes to the lowest aligned
+// position not overlapping what is already placed, so that small
+// structures fill the gaps alignment leaves.
 type allocator struct {
-	next uint64
-	used []Extent
+	next uint64   // end of everything placed
+	used []Extent // sorted by Begin
 }
 
 func (a *allocator) take(n, align uint64) Extent {
-	b := (a.next + align - 1) / align * align
-	e := Extent{Begin: b, Len: n}
-	a.next = e.End()
-	a.used = append(a.used, e)
-	return e
+	var pos uint64
+	i := 0
+	for ; ; i++ {
+		b := (pos + align - 1) / align * align
+		if i == len(a.used) || b+n <= a.used[i].Begin {
+			e := Extent{Begin: b, Len: n}
+			a.used = append(a.used, Extent{})
+			copy(a.used[i+1:], a.used[i:])
+			a.used[i] = e
+			a.next = max(a.next, e.End())
+			return e
+		}
+		pos = max(pos, a.used[i].End())
+	}
 }
 
 // Write formats a complete image holding opts.Inodes and returns it.
@@ -114,8 +126,7 @@ func Write(opts WriteOptions) ([]byte, error) {
 	// Plan the allocations.
 	me := mutableHeaderExtent(l, len(salt))
 	jh := journalHeadExtent(l, len(salt))
-	a := &allocator{next: jh.End()}
-	a.used = append(a.used, Extent{0, me.End()}, jh)
+	a := &allocator{next: jh.End(), used: []Extent{{0, me.End()}, jh}}
 	nodeAB := uint64(1) << (uint(l.AuthTreeNodeIOBlocksLog2) + uint(l.IOBlockAllocBlocksLog2))
 	nodes, err := nodeCountFor(l, max(imageABs, 1))
 	if err != nil || imageABs == 0 {
@@ -194,8 +205,17 @@ func Write(opts WriteOptions) ([]byte, error) {
 	preauthLen := digestLen(l.PreauthHMAC)
 	treeList := encodeExtentsList([]Extent{treeExt})
 	bmList := encodeExtentsList([]Extent{bmExt})
-	entries[0].ext, entries[0].indirect, entries[0].hasExtent = chainFor(len(treeList), preauthLen), true, true
-	entries[1].ext, entries[1].indirect, entries[1].hasExtent = chainFor(len(bmList), preauthLen), true, true
+	// The tree and bitmap are referenced directly when they fit an extent
+	// pointer (as the reference does), else through an inline
+	// authenticated extents list.
+	for i, ext := range []Extent{treeExt, bmExt} {
+		entries[i].hasExtent = true
+		if ext.Len <= maxExtentPtrBlocks {
+			entries[i].ext = ext
+			continue
+		}
+		entries[i].ext, entries[i].indirect = chainFor(len(encodeExtentsList([]Extent{ext})), preauthLen), true
+	}
 	entries[2].ext, entries[2].hasExtent = Extent{rootLoc, rootABs}, true
 	type fileLayout struct {
 		data  Extent
@@ -260,6 +280,9 @@ func Write(opts WriteOptions) ([]byte, error) {
 		e    *entry
 		list []byte
 	}{{entries[0], treeList}, {entries[1], bmList}} {
+		if !c.e.indirect {
+			continue
+		}
 		ch := l.newCipher(k.derive(c.e.inode, subdomainExtentsList, purposeEncryption))
 		put(c.e.ext, writeChained(l, ch, extentsListAuth(k, c.e.inode), nil, []Extent{c.e.ext}, c.list, fill)[0])
 	}
