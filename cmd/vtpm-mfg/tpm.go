@@ -475,6 +475,18 @@ Examples:
 			} else if c.String("key-file") != "" || c.String("key-env") != "" {
 				return usagef("manufacture: --format nvchip writes an unencrypted NVChip; do not give a state key")
 			}
+			// Every output is checked before any work and written all
+			// together, or not at all.
+			force, dir := c.Bool("force"), c.String("cert-dir")
+			if dir != "" {
+				for _, alg := range algs {
+					for _, f := range certDirFiles(dir, alg) {
+						if err := atomicfile.Check(f, force); err != nil {
+							return err
+						}
+					}
+				}
+			}
 			certOpts, err := e.certOptions(c)
 			if err != nil {
 				return err
@@ -485,32 +497,43 @@ Examples:
 			}
 			nvb := im.Bytes()
 			defer clear(nvb)
+			var b atomicfile.Batch
+			defer b.Abort()
+			fill := func(f *os.File) error { _, err := f.Write(nvb); return err }
 			if format == "state" {
-				err = pipeline.WriteState(cf, out, key, nvb, co)
-			} else {
-				err = writeOut(out, nvb, true, c.Bool("force"))
+				if fill, err = cf.Prepare(out, key, nvb, co); err != nil {
+					return err
+				}
 			}
-			if err != nil {
+			if err := b.Add(out, 0o600, force, fill); err != nil {
 				return err
 			}
 			m := manifest{Profile: p.Name, Output: out, Format: format, NVChipSHA256: sha256Hex(nvb)}
 			if cf != nil {
 				m.Container = cf.Name()
 			}
-			if m.ImageSHA256, err = sha256OfFile(out); err != nil {
-				return fmt.Errorf("%w (the image %s was written)", err, out)
+			if dir != "" {
+				if err := b.MkdirAll(dir); err != nil {
+					return err
+				}
 			}
 			for _, is := range issued {
 				pub, _ := is.Key.CryptoPublic()
 				mc := manifestCert{Alg: string(is.Alg), Index: fmt.Sprintf("0x%08x", is.Index), Name: fmt.Sprintf("%x", is.Key.Name),
 					KeySHA256: pipeline.KeyFingerprint(pub), Serial: is.Cert.SerialNumber.Text(16), CertSHA256: sha256Hex(is.Cert.Raw),
 					Issuer: is.Cert.Issuer.String(), NotAfter: is.Cert.NotAfter.UTC().Format(time.RFC3339)}
-				if dir := c.String("cert-dir"); dir != "" {
-					if mc.CertFile, mc.EKFile, err = writeCertDir(dir, is, c.Bool("force")); err != nil {
-						return fmt.Errorf("%w (the image %s was written)", err, out)
+				if dir != "" {
+					if mc.CertFile, mc.EKFile, err = stageCertDir(&b, dir, is, force); err != nil {
+						return err
 					}
 				}
 				m.EKs = append(m.EKs, mc)
+			}
+			if err := b.Commit(); err != nil {
+				return err
+			}
+			if m.ImageSHA256, err = sha256OfFile(out); err != nil {
+				return fmt.Errorf("%w (the image %s was written)", err, out)
 			}
 			if c.Bool("json") {
 				return e.printJSON(m)
@@ -535,10 +558,12 @@ re-manufactures the TPM).
 	}
 }
 
-func writeCertDir(dir string, is pipeline.Issued, force bool) (string, string, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", "", fmt.Errorf("%s: %w", dir, err)
-	}
+// certDirFiles are the certificate and public key files of an EK.
+func certDirFiles(dir string, alg ek.Alg) [2]string {
+	return [2]string{filepath.Join(dir, "ek-"+string(alg)+".crt.pem"), filepath.Join(dir, "ek-"+string(alg)+".pub.pem")}
+}
+
+func stageCertDir(b *atomicfile.Batch, dir string, is pipeline.Issued, force bool) (string, string, error) {
 	pub, err := is.Key.CryptoPublic()
 	if err != nil {
 		return "", "", err
@@ -547,15 +572,13 @@ func writeCertDir(dir string, is pipeline.Issued, force bool) (string, string, e
 	if err != nil {
 		return "", "", err
 	}
-	cf := filepath.Join(dir, "ek-"+string(is.Alg)+".crt.pem")
-	kf := filepath.Join(dir, "ek-"+string(is.Alg)+".pub.pem")
-	if err := writeOut(cf, ekcert.EncodeCert(is.Cert), false, force); err != nil {
-		return "", "", err
+	files := certDirFiles(dir, is.Alg)
+	for i, data := range [][]byte{ekcert.EncodeCert(is.Cert), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})} {
+		if err := b.Add(files[i], 0o644, force, func(f *os.File) error { _, err := f.Write(data); return err }); err != nil {
+			return "", "", err
+		}
 	}
-	if err := writeOut(kf, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), false, force); err != nil {
-		return "", "", err
-	}
-	return cf, kf, nil
+	return files[0], files[1], nil
 }
 
 func (e *cmdEnv) installCertCmd() *cli.Command {

@@ -204,3 +204,39 @@ func TestRewriteErrorNamesUserFile(t *testing.T) {
 		t.Fatalf("error: %v", err)
 	}
 }
+
+// A batch is all or nothing: when one file cannot be written, the others
+// do not appear either.
+func TestBatchAllOrNothing(t *testing.T) {
+	dir := t.TempDir()
+	var b Batch
+	if err := b.MkdirAll(filepath.Join(dir, "certs", "sub")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Add(filepath.Join(dir, "s.img"), 0o600, false, content("image")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Add(filepath.Join(dir, "certs", "sub", "a.pem"), 0o644, false, content("cert")); err != nil {
+		t.Fatal(err)
+	}
+	// The third output appears before the commit.
+	if err := b.Add(filepath.Join(dir, "late"), 0o644, false, content("x")); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "late"), []byte("someone's"), 0o644)
+	if err := b.Commit(); !errors.Is(err, ErrExists) {
+		t.Fatalf("commit: %v", err)
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 || ents[0].Name() != "late" {
+		t.Fatalf("left behind: %v", ents)
+	}
+	var ok Batch
+	ok.Add(filepath.Join(dir, "s.img"), 0o600, false, content("image"))
+	if err := ok.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(filepath.Join(dir, "s.img")); st.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v", st.Mode())
+	}
+}

@@ -14,7 +14,7 @@ func BenchmarkCocoonUpdate(b *testing.B) {
 		b.Run(fmt.Sprintf("%dMiB", size>>20), func(b *testing.B) {
 			p := filepath.Join(b.TempDir(), "s.img")
 			k1, k2 := randBytes(64), randBytes(64)
-			if err := c.Create(p, k1, randBytes(16384), CreateOptions{Size: size}); err != nil {
+			if err := Create(c, p, k1, randBytes(16384), CreateOptions{Size: size}); err != nil {
 				b.Fatal(err)
 			}
 			b.ResetTimer()

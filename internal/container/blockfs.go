@@ -1,6 +1,8 @@
 package container
 
 import (
+	"os"
+
 	"github.com/vtpm-mfg/vtpm-mfg/internal/statefile"
 )
 
@@ -21,12 +23,12 @@ func (blockFS) Read(path string, key []byte) ([]byte, *Info, error) {
 	return nv, &Info{Path: si.Path, Container: "blockfs", ImageSize: si.ImageSize, AllocatedSize: si.AllocatedSize, Magic: si.Magic, NVSize: si.NVSize}, nil
 }
 
-func (blockFS) Create(path string, key, nvchip []byte, o CreateOptions) error {
+func (blockFS) Prepare(path string, key, nvchip []byte, o CreateOptions) (func(*os.File) error, error) {
 	size := o.Size
 	if size == 0 {
 		size = statefile.DefaultImageSize
 	}
-	return statefile.Create(path, key, nvchip, size, o.Overwrite)
+	return statefile.Prepare(path, key, nvchip, size)
 }
 
 func (blockFS) Update(path string, oldKey, newKey []byte, change func([]byte) ([]byte, error)) error {

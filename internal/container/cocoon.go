@@ -263,23 +263,23 @@ func (cocoon) MinSize(o CreateOptions) int64 {
 	return n
 }
 
-func (c cocoon) Create(path string, key, nvchip []byte, o CreateOptions) error {
+func (c cocoon) Prepare(path string, key, nvchip []byte, o CreateOptions) (func(*os.File) error, error) {
 	l, err := cocoonLayout(o.Strength)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	size := o.Size
 	if size == 0 {
 		size = DefaultCocoonSize
 	}
 	if min := c.MinSize(o); size < min {
-		return fmt.Errorf("%s: image size %d is below the minimum of %d bytes for a CocoonFS vTPM image (the files and room for the SVSM to rewrite the NVChip)", path, size, min)
+		return nil, fmt.Errorf("%s: image size %d is below the minimum of %d bytes for a CocoonFS vTPM image (the files and room for the SVSM to rewrite the NVChip)", path, size, min)
 	}
 	img, err := cocoonfs.Write(cocoonfs.WriteOptions{Key: key, Layout: l, ImageBytes: uint64(size), Inodes: tpmInodes(nvchip), ZeroFree: o.ZeroFree})
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return atomicfile.Create(path, 0o600, o.Overwrite, func(f *os.File) error { return writeSparse(f, img, size) })
+	return func(f *os.File) error { return writeSparse(f, img, size) }, nil
 }
 
 // writeSparse writes img at the start of f, leaving zero blocks as holes,

@@ -11,6 +11,8 @@ import (
 	"io"
 	"os"
 	"sort"
+
+	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
 )
 
 // Format is a state image container.
@@ -21,8 +23,9 @@ type Format interface {
 	Detect(head []byte) bool
 	// Read opens the image with key and returns the NVChip and facts.
 	Read(path string, key []byte) ([]byte, *Info, error)
-	// Create writes a new image at path holding nvchip.
-	Create(path string, key, nvchip []byte, o CreateOptions) error
+	// Prepare checks a new image at path holding nvchip and returns what
+	// writes it into an empty file (Create, or a batch of outputs).
+	Prepare(path string, key, nvchip []byte, o CreateOptions) (func(f *os.File) error, error)
 	// Update rewrites an existing image atomically under its lock: oldKey
 	// must open it; change (if not nil) may return a new NVChip; the image
 	// is written under newKey (nil: oldKey), everything else kept.
@@ -56,6 +59,18 @@ type Info struct {
 	// Findings are container-level problems that make the SVSM discard
 	// the TPM (e.g. a missing "manufactured" marker).
 	Findings []string `json:"findings,omitempty"`
+}
+
+// Create writes a new image (mode 0600) at path holding nvchip.
+func Create(f Format, path string, key, nvchip []byte, o CreateOptions) error {
+	if err := atomicfile.Check(path, o.Overwrite); err != nil {
+		return err
+	}
+	fill, err := f.Prepare(path, key, nvchip, o)
+	if err != nil {
+		return err
+	}
+	return atomicfile.Create(path, 0o600, o.Overwrite, fill)
 }
 
 var formats = map[string]Format{}

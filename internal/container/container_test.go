@@ -25,7 +25,7 @@ func TestCocoonCreateReadUpdate(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "state.img")
 	key, key2, nv := randBytes(64), randBytes(64), randBytes(16384)
-	if err := c.Create(p, key, nv, CreateOptions{}); err != nil {
+	if err := Create(c, p, key, nv, CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if f, _ := DetectFile(p); f.Name() != "cocoonfs" {
@@ -53,7 +53,7 @@ func TestCocoonCreateReadUpdate(t *testing.T) {
 		t.Errorf("left %d files", len(ents))
 	}
 	min := c.MinSize(CreateOptions{})
-	if err := c.Create(filepath.Join(dir, "small.img"), key, nv, CreateOptions{Size: min - 512}); err == nil {
+	if err := Create(c, filepath.Join(dir, "small.img"), key, nv, CreateOptions{Size: min - 512}); err == nil {
 		t.Error("image below the minimum size was created")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "small.img")); err == nil {
@@ -142,7 +142,7 @@ func TestCocoonSparseKept(t *testing.T) {
 	key := randBytes(64)
 	for _, zero := range []bool{true, false} {
 		p := filepath.Join(dir, fmt.Sprint(zero))
-		if err := c.Create(p, key, randBytes(16384), CreateOptions{Size: 8 << 20, ZeroFree: zero}); err != nil {
+		if err := Create(c, p, key, randBytes(16384), CreateOptions{Size: 8 << 20, ZeroFree: zero}); err != nil {
 			t.Fatal(err)
 		}
 		if err := c.Update(p, key, randBytes(64), nil); err != nil {

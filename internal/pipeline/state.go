@@ -89,7 +89,7 @@ func ReadNVChipFile(path string) ([]byte, error) {
 // WriteState encrypts an NVChip into a new state image of the given
 // container.
 func WriteState(f container.Format, path string, key, nvchip []byte, o CreateOptions) error {
-	return f.Create(path, key, nvchip, o)
+	return container.Create(f, path, key, nvchip, o)
 }
 
 // ReadStateNVChip decrypts the NVChip of a state image of any container.

@@ -210,25 +210,36 @@ func info(path string, st os.FileInfo, m Metadata) Info {
 	return i
 }
 
-// Create writes a new sparse image of the given size holding nv.
-func Create(path string, key, nv []byte, size int64, overwrite bool) error {
+// Prepare validates a new image of the given size holding nv and returns
+// what writes it into an empty file: only the used sectors are written,
+// the rest stays a hole.
+func Prepare(path string, key, nv []byte, size int64) (func(f *os.File) error, error) {
 	if size < MinImageSize {
-		return fmt.Errorf("%s: image size %d is below the minimum of %d bytes (33 sectors)", path, size, MinImageSize)
+		return nil, fmt.Errorf("%s: image size %d is below the minimum of %d bytes (33 sectors)", path, size, MinImageSize)
 	}
 	if size%SectorSize != 0 {
-		return fmt.Errorf("%s: image size %d is not a multiple of %d", path, size, SectorSize)
+		return nil, fmt.Errorf("%s: image size %d is not a multiple of %d", path, size, SectorSize)
 	}
 	enc, err := Encode(nv, key)
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return atomicfile.Create(path, 0o600, overwrite, func(f *os.File) error {
+	return func(f *os.File) error {
 		if err := f.Truncate(size); err != nil {
 			return err
 		}
 		_, err := f.WriteAt(enc, 0)
 		return err
-	})
+	}, nil
+}
+
+// Create writes a new sparse image of the given size holding nv.
+func Create(path string, key, nv []byte, size int64, overwrite bool) error {
+	fill, err := Prepare(path, key, nv, size)
+	if err != nil {
+		return err
+	}
+	return atomicfile.Create(path, 0o600, overwrite, fill)
 }
 
 // Update rewrites an existing image atomically: it locks the image, checks
