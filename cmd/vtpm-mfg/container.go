@@ -1,10 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -15,7 +18,31 @@ import (
 	"github.com/vtpm-mfg/vtpm-mfg/internal/pipeline"
 )
 
-var sizeFlag = &cli.Int64Flag{Name: "size", Usage: "size of the new state image in `BYTES` (default: 16 MiB for BlockFS, 8 MiB for CocoonFS)"}
+var sizeFlag = &cli.StringFlag{Name: "size", Usage: "size of the new state image: `SIZE` in bytes, or with a unit: 512K, 8M, 16MiB, 1G (default: 16 MiB for BlockFS, 8 MiB for CocoonFS)"}
+
+// parseSize reads a size in bytes with an optional binary unit.
+func parseSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		shift  uint
+	}{{"KiB", 10}, {"MiB", 20}, {"GiB", 30}, {"TiB", 40}, {"K", 10}, {"M", 20}, {"G", 30}, {"T", 40}, {"B", 0}}
+	t := strings.TrimSpace(s)
+	shift := uint(0)
+	for _, u := range units {
+		if strings.HasSuffix(t, u.suffix) {
+			t, shift = strings.TrimSuffix(t, u.suffix), u.shift
+			break
+		}
+	}
+	n, err := strconv.ParseUint(t, 10, 64)
+	if err != nil || t == "" {
+		return 0, fmt.Errorf("%q is not a size (give bytes, or a number with K, M, G, T or KiB, MiB, GiB, TiB)", s)
+	}
+	if n == 0 || n > (1<<40)>>shift {
+		return 0, fmt.Errorf("%q is out of range (1 byte to 1 TiB)", s)
+	}
+	return int64(n << shift), nil
+}
 
 var containerFlag = &cli.StringFlag{Name: "container", Usage: "state image `FORMAT`: blockfs or cocoonfs (default: the one the profile's SVSM reads)"}
 
@@ -25,14 +52,18 @@ var zeroFreeFlag = &cli.BoolFlag{Name: "cocoonfs-zero-free", Usage: "leave free 
 
 // createOptions reads the flags of a new state image.
 func createOptions(c *cli.Context) (pipeline.CreateOptions, error) {
-	o := pipeline.CreateOptions{Size: c.Int64("size"), Overwrite: c.Bool("force"), Strength: c.Int("cocoonfs-strength"), ZeroFree: c.Bool("cocoonfs-zero-free")}
+	o := pipeline.CreateOptions{Overwrite: c.Bool("force"), Strength: c.Int("cocoonfs-strength"), ZeroFree: c.Bool("cocoonfs-zero-free")}
+	if c.IsSet("size") {
+		n, err := parseSize(c.String("size"))
+		if err != nil {
+			return o, usagef("%s: --size: %v", c.Command.FullName(), err)
+		}
+		o.Size = n
+	}
 	switch o.Strength {
 	case 128, 192, 256:
 	default:
 		return o, usagef("%s: --cocoonfs-strength must be 128, 192 or 256", c.Command.FullName())
-	}
-	if c.IsSet("size") && o.Size <= 0 {
-		return o, usagef("%s: --size must be a positive number of bytes", c.Command.FullName())
 	}
 	return o, nil
 }
@@ -58,15 +89,16 @@ func (e *cmdEnv) keyCmd() *cli.Command {
 			{
 				Name:      "generate",
 				Usage:     "write a new 64-byte state key (mode 0600) from the system's CSPRNG",
-				UsageText: "vtpm-mfg key generate -o FILE [--hex]",
+				UsageText: "vtpm-mfg key generate -o FILE [--hex] [--force]",
 				Description: `Writes 64 random bytes, raw, or as 128 hex characters with --hex.
-Refuses to overwrite an existing file.
+Refuses to overwrite an existing file unless --force is given.
 
 Example:
   vtpm-mfg key generate -o state.key`,
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "key `FILE` to create"},
 					&cli.BoolFlag{Name: "hex", Usage: "write 128 hex characters and a newline instead of raw bytes"},
+					forceFlag,
 				},
 				Action: func(c *cli.Context) error {
 					if err := noArgs(c); err != nil {
@@ -85,7 +117,7 @@ Example:
 						data = []byte(keyfile.Forms(k).Hex + "\n")
 						defer keyfile.Wipe(data)
 					}
-					if err := atomicfile.WriteSecret(c.String("output"), data, false); err != nil {
+					if err := atomicfile.WriteSecret(c.String("output"), data, c.Bool("force")); err != nil {
 						return err
 					}
 					fmt.Fprintf(e.stderr, "wrote a new 64-byte state key to %s (mode 0600)\n", c.String("output"))
@@ -95,7 +127,7 @@ Example:
 			{
 				Name:      "kbs",
 				Usage:     "print a state key in the forms key brokers need",
-				UsageText: "vtpm-mfg key kbs (--key-file FILE | --key-env NAME) [--write-raw FILE] [--json]",
+				UsageText: "vtpm-mfg key kbs (--key-file FILE | --key-env NAME) [--write-raw FILE [--force]] [--json]",
 				Description: `Prints the key for registration with a key broker:
   hex      the 128-character string (2024 SVSM proof of concept, RAClients;
            register it without a trailing newline)
@@ -113,6 +145,7 @@ Example:
   vtpm-mfg key kbs --key-file state.key`,
 				Flags: append(keyFlags("", "state key"),
 					&cli.StringFlag{Name: "write-raw", Usage: "also write the 64 raw bytes to `FILE` (mode 0600)"},
+					&cli.BoolFlag{Name: "force", Usage: "replace an existing --write-raw file"},
 					jsonFlag),
 				Action: func(c *cli.Context) error {
 					if err := noArgs(c); err != nil {
@@ -125,7 +158,10 @@ Example:
 					defer keyfile.Wipe(k)
 					rawPath := ""
 					if p := c.String("write-raw"); p != "" {
-						if err := atomicfile.WriteSecret(p, k, false); err != nil {
+						if p == "-" {
+							return usagef("key kbs: --write-raw -: raw key bytes are never written to standard output; give a file name")
+						}
+						if err := atomicfile.WriteSecret(p, k, c.Bool("force")); err != nil {
 							return err
 						}
 						rawPath = p
@@ -166,8 +202,9 @@ func (e *cmdEnv) packCmd() *cli.Command {
 container is the one the SVSM of the NVChip's TPM build reads: BlockFS for
 svsm-poc (sparse, 16 MiB by default, 33 sectors written), CocoonFS for
 svsm-2026 (8 MiB by default, with the "manufactured" marker the SVSM
-checks). An NVChip that fits no known build needs --container. New images
-are mode 0600.
+checks). An NVChip that fits no known build is refused: the SVSM's TPM
+would re-manufacture it; --force packs it anyway (into --container,
+default blockfs). New images are mode 0600.
 
 Examples:
   vtpm-mfg pack --nvchip NVChip --key-file state.key -o state.img
@@ -175,7 +212,9 @@ Examples:
 		Flags: append(keyFlags("", "state key"),
 			&cli.StringFlag{Name: "nvchip", Usage: "raw NVChip `FILE` to pack"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "state image `FILE` to create"},
-			containerFlag, strengthFlag, zeroFreeFlag, sizeFlag, forceFlag),
+			containerFlag, strengthFlag, zeroFreeFlag, sizeFlag,
+			&cli.BoolFlag{Name: "force", Usage: "replace an existing output file; also pack an NVChip that fits no known TPM profile"},
+			jsonFlag),
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err
@@ -208,13 +247,19 @@ Examples:
 				if f, err = resolveContainer(c, im.Profile); err != nil {
 					return err
 				}
-			} else if c.String("container") == "" {
-				return fmt.Errorf("%w\n(give --container blockfs or cocoonfs to pack it anyway)", perr)
-			} else if f, err = container.Get(c.String("container")); err != nil {
+			} else if !c.Bool("force") {
+				return fmt.Errorf("%w\n(the SVSM's TPM would re-manufacture it; give --force, and --container, to pack it anyway)", perr)
+			} else if f, err = container.Get(cmp.Or(c.String("container"), "blockfs")); err != nil {
 				return usagef("pack: --container: %v", err)
+			}
+			if o.Size != 0 && o.Size < f.MinSize(o) {
+				return usagef("pack: --size %d is below the minimum of %d bytes for a %s vTPM image", o.Size, f.MinSize(o), f.Name())
 			}
 			if err := pipeline.WriteState(f, out, k, nvb, o); err != nil {
 				return err
+			}
+			if c.Bool("json") {
+				return e.printJSON(map[string]string{"nvchip": in, "output": out, "container": f.Name(), "profile": strings.TrimPrefix(prof, "TPM profile "), "nvchip_sha256": sha256Hex(nvb)})
 			}
 			fmt.Fprintf(e.stderr, "packed %s into %s (%s, %s)\n", in, out, f.Name(), prof)
 			return nil
@@ -234,7 +279,7 @@ Example:
 		Flags: append(keyFlags("", "state key"),
 			&cli.StringFlag{Name: "state", Usage: "state image `FILE`"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "NVChip `FILE` to create"},
-			forceFlag),
+			forceFlag, jsonFlag),
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err
@@ -251,13 +296,16 @@ Example:
 				return err
 			}
 			defer keyfile.Wipe(k)
-			nvb, _, err := pipeline.ReadStateNVChip(in, k)
+			nvb, info, err := pipeline.ReadStateNVChip(in, k)
 			if err != nil {
 				return err
 			}
 			defer clear(nvb)
 			if err := writeOut(out, nvb, true, c.Bool("force")); err != nil {
 				return err
+			}
+			if c.Bool("json") {
+				return e.printJSON(map[string]string{"state": in, "container": info.Container, "output": out, "nvchip_sha256": sha256Hex(nvb)})
 			}
 			fmt.Fprintf(e.stderr, "wrote the NVChip of %s to %s\n", in, out)
 			return nil
@@ -283,7 +331,7 @@ Example:
   vtpm-mfg key generate -o new.key
   vtpm-mfg rotate-key --state state.img --key-file state.key --new-key-file new.key`,
 		Flags: append(append(keyFlags("", "current state key"), keyFlags("new-", "new state key")...),
-			&cli.StringFlag{Name: "state", Usage: "state image `FILE` to re-encrypt"}),
+			&cli.StringFlag{Name: "state", Usage: "state image `FILE` to re-encrypt"}, jsonFlag),
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err
@@ -306,6 +354,9 @@ Example:
 			}
 			if err := pipeline.RotateKey(c.String("state"), old, nk); err != nil {
 				return err
+			}
+			if c.Bool("json") {
+				return e.printJSON(map[string]any{"state": c.String("state"), "rotated": true})
 			}
 			fmt.Fprintf(e.stderr, "re-encrypted %s under the new key\n", c.String("state"))
 			return nil

@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/keyfile"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
 )
 
 // version is set at build time.
@@ -93,6 +95,13 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			os.Exit(2)
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("unknown command %q", c.Args().First())
+			}
+			cli.ShowAppHelp(c)
+			return usagef("no command given")
+		},
 		Commands: []*cli.Command{
 			env.manufactureCmd(),
 			env.installCertCmd(),
@@ -115,6 +124,18 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 
 func setUsageErrors(c *cli.Command) {
 	c.OnUsageError = func(ctx *cli.Context, err error, isSub bool) error { return &usageError{err.Error()} }
+	for _, f := range c.Flags {
+		if f.Names()[0] == "profile" {
+			c.Before = func(ctx *cli.Context) error {
+				if v := ctx.String("profile"); ctx.IsSet("profile") || v != "" {
+					if _, err := nv.Get(v); err != nil {
+						return usagef("%s: --profile: %v", ctx.Command.FullName(), err)
+					}
+				}
+				return nil
+			}
+		}
+	}
 	for _, s := range c.Subcommands {
 		setUsageErrors(s)
 	}
@@ -138,8 +159,26 @@ func need(c *cli.Context, flags ...string) error {
 		if !c.IsSet(f) || c.String(f) == "" {
 			return usagef("%s: --%s is required", c.Command.FullName(), f)
 		}
+		if strings.HasPrefix(f, "out") && c.String(f) == "-" {
+			return usagef("%s: --%s -: this output is binary or secret and is never written to standard output; give a file name", c.Command.FullName(), f)
+		}
 	}
 	return nil
+}
+
+// envName matches what can name an environment variable.
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// looksLikeKey tells an argument that is probably key material (hex or
+// base64 of 32 bytes or more) rather than a path or a name.
+func looksLikeKey(s string) bool {
+	switch {
+	case len(s) >= 32 && regexp.MustCompile(`^[0-9A-Fa-f]+$`).MatchString(s):
+		return true // hex
+	case len(s) >= 40 && regexp.MustCompile(`^[0-9A-Za-z+/]+=*$`).MatchString(s) && strings.ContainsAny(s, "0123456789+/="):
+		return true // base64
+	}
+	return false
 }
 
 // keyFlags are the two ways to give a state key.
@@ -157,6 +196,24 @@ func (e *cmdEnv) loadKey(c *cli.Context, prefix string) ([]byte, error) {
 	}
 	if src.File != "" && src.Env != "" {
 		return nil, usagef("%s: give the key with --%skey-file or --%skey-env, not both", c.Command.FullName(), prefix, prefix)
+	}
+	// Key material given in place of a name is never echoed.
+	if _, set := os.LookupEnv(src.Env); src.Env != "" && (!envName.MatchString(src.Env) || looksLikeKey(src.Env) && !set) {
+		return nil, usagef("%s: --%skey-env takes the NAME of an environment variable that holds the key (the argument given is not a variable name and is not shown)", c.Command.FullName(), prefix)
+	}
+	if src.File != "" && src.File != "-" && looksLikeKey(src.File) {
+		if _, err := os.Stat(src.File); err != nil {
+			return nil, usagef("%s: --%skey-file takes the path of a file holding the key; the argument looks like key material and is not shown (keys never go on the command line)", c.Command.FullName(), prefix)
+		}
+	}
+	stdinKeys := 0
+	for _, f := range c.Command.Flags {
+		if n := f.Names()[0]; strings.HasSuffix(n, "key-file") && c.String(n) == "-" {
+			stdinKeys++
+		}
+	}
+	if stdinKeys > 1 {
+		return nil, usagef("%s: only one key can be read from standard input; give the others with files or --key-env", c.Command.FullName())
 	}
 	return src.Load(e.stdin)
 }

@@ -363,6 +363,17 @@ func (e *cmdEnv) certOptions(c *cli.Context) (pipeline.CertOptions, error) {
 	if o.NotAfter, err = parse("not-after"); err != nil {
 		return o, err
 	}
+	switch {
+	case !o.NotBefore.IsZero() && !o.NotAfter.IsZero() && !o.NotAfter.After(o.NotBefore):
+		return o, usagef("--not-after %s is not after --not-before %s", c.String("not-after"), c.String("not-before"))
+	case o.NotBefore.IsZero() && !o.NotAfter.IsZero() && !o.NotAfter.After(time.Now()):
+		return o, usagef("--not-after %s is not in the future, and the certificate starts now (give --not-before too for a back-dated one)", c.String("not-after"))
+	}
+	// A PIN in the URI would sit in the process list: refuse it before
+	// anything is done with the URI (which is not echoed).
+	if strings.Contains(strings.ToLower(c.String("ca-key")), "pin-value") {
+		return o, usagef("--ca-key: a pin-value in a PKCS#11 URI puts the PIN in the process list; use pin-source=file:/path/to/pin (a file readable only by you) instead")
+	}
 	o.NoLock, o.StoreChain = c.Bool("no-lock"), c.Bool("store-chain")
 	o.CA, err = ekcert.LoadCA(c.Context, c.String("ca-cert"), c.String("ca-key"), time.Now())
 	return o, err
@@ -601,7 +612,8 @@ Examples:
 			&cli.StringFlag{Name: "cert", Usage: "certificate `FILE` to install (PEM or DER)"},
 			&cli.StringFlag{Name: "alg", Value: "rsa2048", Usage: "which EK: rsa2048 or ecc-p256"},
 			profileFlag(""),
-			&cli.BoolFlag{Name: "force", Usage: "install a certificate that deviates from the TCG EK profile (it must still certify this TPM's EK)"}),
+			&cli.BoolFlag{Name: "force", Usage: "install a certificate that deviates from the TCG EK profile (it must still certify this TPM's EK)"},
+			jsonFlag),
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err
@@ -646,6 +658,9 @@ Examples:
 			summary, err := pipeline.InstallCert(state, key, in)
 			if err != nil {
 				return err
+			}
+			if c.Bool("json") {
+				return e.printJSON(map[string]string{"state": state, "alg": string(alg), "nv_index": fmt.Sprintf("0x%08x", pipeline.CertIndex[alg]), "summary": summary})
 			}
 			fmt.Fprintf(e.stdout, "%s in %s (NV index 0x%08x)\n", summary, state, pipeline.CertIndex[alg])
 			return nil
