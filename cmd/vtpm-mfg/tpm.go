@@ -372,7 +372,7 @@ func (e *cmdEnv) certOptions(c *cli.Context) (pipeline.CertOptions, error) {
 	// A PIN in the URI would sit in the process list: refuse it before
 	// anything is done with the URI (which is not echoed).
 	if strings.Contains(strings.ToLower(c.String("ca-key")), "pin-value") {
-		return o, usagef("--ca-key: a pin-value in a PKCS#11 URI puts the PIN in the process list; use pin-source=file:/path/to/pin (a file readable only by you) instead")
+		return o, usagef("--ca-key: a pin-value in a PKCS#11 URI puts the PIN in the process list; use pin-source=/path/to/pin (a file readable only by you) instead")
 	}
 	o.NoLock, o.StoreChain = c.Bool("no-lock"), c.Bool("store-chain")
 	o.CA, err = ekcert.LoadCA(c.Context, c.String("ca-cert"), c.String("ca-key"), time.Now())
