@@ -91,3 +91,17 @@ func TestStrictInput(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// -o - writes text to standard output where the output is text.
+func TestOutputDashIsStdout(t *testing.T) {
+	t.Chdir(t.TempDir())
+	var o, e bytes.Buffer
+	run([]string{"vtpm-mfg", "nv", "new", "--profile", "svsm-2026", "-o", "nv"}, strings.NewReader(""), &o, &e)
+	o.Reset()
+	if code := run([]string{"vtpm-mfg", "ek", "public", "--nvchip", "nv", "--alg", "ecc-p256", "-o", "-"}, strings.NewReader(""), &o, &e); code != 0 || !strings.HasPrefix(o.String(), "-----BEGIN PUBLIC KEY-----") {
+		t.Fatalf("exit %d: %q %q", code, o.String(), e.String())
+	}
+	if _, err := os.Stat("-"); err == nil {
+		t.Error("a file named - was written")
+	}
+}

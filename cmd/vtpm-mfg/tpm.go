@@ -223,7 +223,7 @@ Example:
 					return usagef("ek public: --format must be pem or tpm2b")
 				}
 				if c.String("output") != "" && format == "tpm2b" && c.String("output") == "-" {
-					return usagef("ek public: binary output needs a file")
+					return usagef("ek public: --output -: the tpm2b format is binary and is never written to standard output; give a file name")
 				}
 				im, _, err := e.loadImage(c)
 				if err != nil {
@@ -243,7 +243,7 @@ Example:
 					}
 					out = pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 				}
-				if o := c.String("output"); o != "" {
+				if o := c.String("output"); o != "" && o != "-" {
 					return writeOut(o, out, false, c.Bool("force"))
 				}
 				_, err = e.stdout.Write(out)
