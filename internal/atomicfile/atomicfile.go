@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -24,55 +23,11 @@ var ErrExists = errors.New("file exists")
 // ErrExists if path exists, and never replaces a file that appears
 // concurrently (the temporary file is hard-linked into place).
 func Create(path string, mode fs.FileMode, overwrite bool, fill func(f *os.File) error) error {
-	if !overwrite {
-		if _, err := os.Lstat(path); err == nil {
-			return fmt.Errorf("%s: %w (use --force to replace it)", path, ErrExists)
-		}
-	}
-	return write(path, mode, !overwrite, fill)
-}
-
-func write(path string, mode fs.FileMode, noClobber bool, fill func(f *os.File) error) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("%s: cannot create a temporary file in %s: %w", path, dir, err)
-	}
-	tmpName := tmp.Name()
-	defer func() {
-		if tmp != nil {
-			tmp.Close()
-		}
-		if err != nil {
-			os.Remove(tmpName)
-		}
-	}()
-	if err = tmp.Chmod(mode); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err = fill(tmp); err != nil {
+	var b Batch
+	if err := b.Add(path, mode, overwrite, fill); err != nil {
 		return err
 	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("%s: sync: %w", path, err)
-	}
-	if err = tmp.Close(); err != nil {
-		tmp = nil
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	tmp = nil
-	if noClobber {
-		if err = os.Link(tmpName, path); err != nil {
-			if errors.Is(err, fs.ErrExist) {
-				return fmt.Errorf("%s: %w (use --force to replace it)", path, ErrExists)
-			}
-			return fmt.Errorf("%s: %w", path, err)
-		}
-		os.Remove(tmpName)
-	} else if err = os.Rename(tmpName, path); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return syncDir(dir)
+	return b.Commit()
 }
 
 func syncDir(dir string) error {
