@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -379,29 +378,6 @@ func (e *cmdEnv) certOptions(c *cli.Context) (pipeline.CertOptions, error) {
 	return o, err
 }
 
-type manifest struct {
-	Profile      string         `json:"profile"`
-	Output       string         `json:"output"`
-	Format       string         `json:"format"`
-	Container    string         `json:"container,omitempty"`
-	ImageSHA256  string         `json:"image_sha256"`
-	NVChipSHA256 string         `json:"nvchip_sha256"`
-	EKs          []manifestCert `json:"endorsement_keys"`
-}
-
-type manifestCert struct {
-	Alg        string `json:"alg"`
-	Index      string `json:"nv_index"`
-	Name       string `json:"ek_name"`
-	KeySHA256  string `json:"ek_public_key_fingerprint"`
-	Serial     string `json:"certificate_serial"`
-	CertSHA256 string `json:"certificate_sha256"`
-	Issuer     string `json:"issuer"`
-	NotAfter   string `json:"not_after"`
-	CertFile   string `json:"certificate_file,omitempty"`
-	EKFile     string `json:"ek_public_key_file,omitempty"`
-}
-
 func (e *cmdEnv) manufactureCmd() *cli.Command {
 	return &cli.Command{
 		Name:      "manufacture",
@@ -461,11 +437,6 @@ Examples:
 				return usagef("manufacture: --format must be state or nvchip")
 			}
 			out := c.String("output")
-			if !c.Bool("force") {
-				if _, err := os.Lstat(out); err == nil {
-					return fmt.Errorf("%s: %w (use --force to replace it)", out, atomicfile.ErrExists)
-				}
-			}
 			var key []byte
 			var cf container.Format
 			var co pipeline.CreateOptions
@@ -488,63 +459,16 @@ Examples:
 			}
 			// Every output is checked before any work and written all
 			// together, or not at all.
-			force, dir := c.Bool("force"), c.String("cert-dir")
-			if dir != "" {
-				for _, alg := range algs {
-					for _, f := range certDirFiles(dir, alg) {
-						if err := atomicfile.Check(f, force); err != nil {
-							return err
-						}
-					}
-				}
+			job := pipeline.Job{Profile: p, Algs: algs, Container: cf, Create: co, Key: key, Output: out, CertDir: c.String("cert-dir"), Force: c.Bool("force")}
+			if err := job.CheckOutputs(); err != nil {
+				return err
 			}
-			certOpts, err := e.certOptions(c)
+			if job.Cert, err = e.certOptions(c); err != nil {
+				return err
+			}
+			m, err := job.Run()
 			if err != nil {
 				return err
-			}
-			im, issued, err := pipeline.Manufacture(pipeline.ManufactureOptions{Profile: p, Algs: algs, CertOptions: certOpts})
-			if err != nil {
-				return err
-			}
-			nvb := im.Bytes()
-			defer clear(nvb)
-			var b atomicfile.Batch
-			defer b.Abort()
-			fill := func(f *os.File) error { _, err := f.Write(nvb); return err }
-			if format == "state" {
-				if fill, err = cf.Prepare(out, key, nvb, co); err != nil {
-					return err
-				}
-			}
-			if err := b.Add(out, 0o600, force, fill); err != nil {
-				return err
-			}
-			m := manifest{Profile: p.Name, Output: out, Format: format, NVChipSHA256: sha256Hex(nvb)}
-			if cf != nil {
-				m.Container = cf.Name()
-			}
-			if dir != "" {
-				if err := b.MkdirAll(dir); err != nil {
-					return err
-				}
-			}
-			for _, is := range issued {
-				pub, _ := is.Key.CryptoPublic()
-				mc := manifestCert{Alg: string(is.Alg), Index: fmt.Sprintf("0x%08x", is.Index), Name: fmt.Sprintf("%x", is.Key.Name),
-					KeySHA256: pipeline.KeyFingerprint(pub), Serial: is.Cert.SerialNumber.Text(16), CertSHA256: sha256Hex(is.Cert.Raw),
-					Issuer: is.Cert.Issuer.String(), NotAfter: is.Cert.NotAfter.UTC().Format(time.RFC3339)}
-				if dir != "" {
-					if mc.CertFile, mc.EKFile, err = stageCertDir(&b, dir, is, force); err != nil {
-						return err
-					}
-				}
-				m.EKs = append(m.EKs, mc)
-			}
-			if err := b.Commit(); err != nil {
-				return err
-			}
-			if m.ImageSHA256, err = sha256OfFile(out); err != nil {
-				return fmt.Errorf("%w (the image %s was written)", err, out)
 			}
 			if c.Bool("json") {
 				return e.printJSON(m)
@@ -567,29 +491,6 @@ re-manufactures the TPM).
 			return nil
 		},
 	}
-}
-
-// certDirFiles are the certificate and public key files of an EK.
-func certDirFiles(dir string, alg ek.Alg) [2]string {
-	return [2]string{filepath.Join(dir, "ek-"+string(alg)+".crt.pem"), filepath.Join(dir, "ek-"+string(alg)+".pub.pem")}
-}
-
-func stageCertDir(b *atomicfile.Batch, dir string, is pipeline.Issued, force bool) (string, string, error) {
-	pub, err := is.Key.CryptoPublic()
-	if err != nil {
-		return "", "", err
-	}
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return "", "", err
-	}
-	files := certDirFiles(dir, is.Alg)
-	for i, data := range [][]byte{ekcert.EncodeCert(is.Cert), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})} {
-		if err := b.Add(files[i], 0o644, force, func(f *os.File) error { _, err := f.Write(data); return err }); err != nil {
-			return "", "", err
-		}
-	}
-	return files[0], files[1], nil
 }
 
 func (e *cmdEnv) installCertCmd() *cli.Command {
