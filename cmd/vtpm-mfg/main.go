@@ -31,7 +31,36 @@ func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
 
+// positionalLast moves the one positional argument of "batch verify DIR"
+// and "batch index DIR" after their flags, so that flags may follow it.
+func positionalLast(args []string) []string {
+	if len(args) < 4 || args[1] != "batch" || (args[2] != "verify" && args[2] != "index") {
+		return args
+	}
+	withValue := map[string]bool{"--ca-cert": true, "-ca-cert": true, "--jobs": true, "-jobs": true, "--kbs-path": true, "-kbs-path": true}
+	var flags, pos []string
+	rest := args[3:]
+	for i := 0; i < len(rest); i++ {
+		a := rest[i]
+		switch {
+		case a == "--":
+			pos = append(pos, rest[i+1:]...)
+			i = len(rest)
+		case strings.HasPrefix(a, "-") && a != "-":
+			flags = append(flags, a)
+			if withValue[a] && i+1 < len(rest) {
+				flags = append(flags, rest[i+1])
+				i++
+			}
+		default:
+			pos = append(pos, a)
+		}
+	}
+	return append(append(append([]string(nil), args[:3]...), flags...), pos...)
+}
+
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	args = positionalLast(args)
 	app := newApp(stdin, stdout, stderr)
 	err := app.Run(args)
 	if err == nil {
@@ -114,6 +143,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			env.caCmd(),
 			env.nvCmd(),
 			env.ekCmd(),
+			env.batchCmd(),
 		},
 	}
 	for _, c := range app.Commands {
@@ -226,6 +256,11 @@ func sameFile(a, b string) bool {
 	sa, err1 := os.Stat(a)
 	sb, err2 := os.Stat(b)
 	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
+}
+
+// printJSONLine prints one compact JSON line (progress events).
+func (e *cmdEnv) printJSONLine(v any) error {
+	return json.NewEncoder(e.stdout).Encode(v)
 }
 
 func (e *cmdEnv) printJSON(v any) error {

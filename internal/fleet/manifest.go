@@ -1,0 +1,252 @@
+// Package fleet manufactures many vTPMs in one run: a manifest of VMs
+// (or a count and a name pattern), worked on in parallel, each VM's
+// directory appearing only when complete, resumable after a crash, with a
+// registration bundle for the key broker and the attestation verifier.
+package fleet
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"os"
+	"regexp"
+	"strings"
+
+	"github.com/vtpm-mfg/vtpm-mfg/internal/container"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/keyfile"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
+)
+
+// VM is one row of a fleet manifest. Empty fields take the run's defaults.
+type VM struct {
+	Name      string `json:"name"`
+	Profile   string `json:"profile,omitempty"`
+	Container string `json:"container,omitempty"`
+	Size      string `json:"size,omitempty"`
+	EK        string `json:"ek,omitempty"`
+	KeyFile   string `json:"key_file,omitempty"`
+	Line      int    `json:"-"`
+}
+
+var columns = map[string]bool{"name": true, "profile": true, "container": true, "size": true, "ek": true, "key_file": true}
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// reserved names would collide with the run's own files.
+var reserved = map[string]bool{"register": true, "fleet.jsonl": true}
+
+// SizeParser and AlgsParser check the size and ek columns (set by the
+// caller, which owns their syntax).
+type Checks struct {
+	Size func(string) error
+	Algs func(string) error
+}
+
+// ParseManifest reads a manifest: CSV with a header line, or JSON lines
+// (one object per line). Every row is checked before anything is made.
+func ParseManifest(path string, ck Checks) ([]VM, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", path, unwrap(err))
+	}
+	var vms []VM
+	if t := bytes.TrimSpace(data); len(t) > 0 && t[0] == '{' {
+		vms, err = parseJSONL(path, data)
+	} else {
+		vms, err = parseCSV(path, data)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(vms) == 0 {
+		return nil, fmt.Errorf("%s: no VMs", path)
+	}
+	return vms, Check(path, vms, ck)
+}
+
+func unwrap(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}
+
+func parseCSV(path string, data []byte) ([]VM, error) {
+	r := csv.NewReader(bytes.NewReader(data))
+	r.Comment = '#'
+	r.TrimLeadingSpace = true
+	head, err := r.Read()
+	if err == io.EOF {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: line 1: %v", path, err)
+	}
+	for i, h := range head {
+		head[i] = strings.ToLower(strings.TrimSpace(h))
+		if !columns[head[i]] {
+			return nil, fmt.Errorf("%s: line 1: unknown column %q (known: name, profile, container, size, ek, key_file)", path, h)
+		}
+	}
+	var vms []VM
+	for {
+		rec, err := r.Read()
+		if err == io.EOF {
+			break
+		}
+		line, _ := r.FieldPos(0)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %v", path, err)
+		}
+		vm := VM{Line: line}
+		for i, v := range rec {
+			v = strings.TrimSpace(v)
+			switch head[i] {
+			case "name":
+				vm.Name = v
+			case "profile":
+				vm.Profile = v
+			case "container":
+				vm.Container = v
+			case "size":
+				vm.Size = v
+			case "ek":
+				vm.EK = v
+			case "key_file":
+				vm.KeyFile = v
+			}
+		}
+		vms = append(vms, vm)
+	}
+	return vms, nil
+}
+
+func parseJSONL(path string, data []byte) ([]VM, error) {
+	var vms []VM
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		t := bytes.TrimSpace(sc.Bytes())
+		if len(t) == 0 {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal(t, &m); err != nil {
+			return nil, fmt.Errorf("%s: line %d: %v", path, n, err)
+		}
+		vm := VM{Line: n}
+		for k, v := range m {
+			if !columns[k] {
+				return nil, fmt.Errorf("%s: line %d: unknown field %q (known: name, profile, container, size, ek, key_file)", path, n, k)
+			}
+			var s string
+			switch x := v.(type) {
+			case string:
+				s = x
+			case float64:
+				s = fmt.Sprint(int64(x))
+			default:
+				return nil, fmt.Errorf("%s: line %d: field %q must be a string", path, n, k)
+			}
+			switch k {
+			case "name":
+				vm.Name = s
+			case "profile":
+				vm.Profile = s
+			case "container":
+				vm.Container = s
+			case "size":
+				vm.Size = s
+			case "ek":
+				vm.EK = s
+			case "key_file":
+				vm.KeyFile = s
+			}
+		}
+		vms = append(vms, vm)
+	}
+	return vms, sc.Err()
+}
+
+// Check validates rows: names (unique, no path separators or dots only),
+// profiles, containers, sizes, EK lists and key files.
+func Check(path string, vms []VM, ck Checks) error {
+	seen := map[string]int{}
+	for _, vm := range vms {
+		at := fmt.Sprintf("%s: line %d", path, vm.Line)
+		switch {
+		case vm.Name == "":
+			return fmt.Errorf("%s: no name", at)
+		case !validName.MatchString(vm.Name) || reserved[vm.Name]:
+			return fmt.Errorf("%s: invalid name %q (letters, digits, '.', '_' and '-', not starting with '.' or '-'; no path separators)", at, vm.Name)
+		}
+		if l, dup := seen[vm.Name]; dup {
+			return fmt.Errorf("%s: name %q already used on line %d", at, vm.Name, l)
+		}
+		seen[vm.Name] = vm.Line
+		if vm.Profile != "" {
+			if _, err := nv.Get(vm.Profile); err != nil {
+				return fmt.Errorf("%s: %v", at, err)
+			}
+		}
+		if vm.Container != "" {
+			if _, err := container.Get(vm.Container); err != nil {
+				return fmt.Errorf("%s: %v", at, err)
+			}
+		}
+		if vm.Size != "" && ck.Size != nil {
+			if err := ck.Size(vm.Size); err != nil {
+				return fmt.Errorf("%s: size: %v", at, err)
+			}
+		}
+		if vm.EK != "" && ck.Algs != nil {
+			if err := ck.Algs(vm.EK); err != nil {
+				return fmt.Errorf("%s: ek: %v", at, err)
+			}
+		}
+		if vm.KeyFile == "-" {
+			return fmt.Errorf("%s: key_file cannot be standard input", at)
+		}
+		if vm.KeyFile != "" {
+			k, err := keyfile.Source{File: vm.KeyFile}.Load(nil)
+			if err != nil {
+				return fmt.Errorf("%s: key_file: %v", at, err)
+			}
+			keyfile.Wipe(k)
+		}
+	}
+	return nil
+}
+
+// Generate makes count VMs named by pattern (a printf verb for 1..count).
+func Generate(count int, pattern string) ([]VM, error) {
+	if count <= 0 {
+		return nil, fmt.Errorf("count must be positive")
+	}
+	if strings.Count(pattern, "%") != 1 {
+		return nil, fmt.Errorf("name pattern %q needs exactly one number verb such as %%04d", pattern)
+	}
+	vms := make([]VM, count)
+	for i := range vms {
+		vms[i] = VM{Name: fmt.Sprintf(pattern, i+1), Line: i + 1}
+	}
+	return vms, Check("--name", vms, Checks{})
+}
+
+// Shard keeps the VMs of shard i of n: those whose name hashes (FNV-1a)
+// to i modulo n, so that shards do not depend on the manifest's order.
+func Shard(vms []VM, i, n int) []VM {
+	var out []VM
+	for _, vm := range vms {
+		h := fnv.New32a()
+		h.Write([]byte(vm.Name))
+		if int(h.Sum32()%uint32(n)) == i {
+			out = append(out, vm)
+		}
+	}
+	return out
+}

@@ -1,0 +1,279 @@
+package fleet
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/container"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/ek"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/keyfile"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/pipeline"
+)
+
+// Defaults fill the empty fields of a VM.
+type Defaults struct {
+	Profile   string
+	Container string // "": the profile's
+	Size      int64
+	Algs      []ek.Alg
+	Strength  int
+	ZeroFree  bool
+}
+
+// Options control a run.
+type Options struct {
+	Dir       string
+	Jobs      int
+	Cert      pipeline.CertOptions
+	Defaults  Defaults
+	ParseSize func(string) (int64, error)
+	ParseAlgs func(string) ([]ek.Alg, error)
+	KBSPath   string // resource path template, {name} replaced
+	// Event is called (from one goroutine at a time) after each VM.
+	Event func(Event)
+}
+
+// Event reports one VM.
+type Event struct {
+	Name    string        `json:"name"`
+	Status  string        `json:"status"` // made, verified (already there), failed
+	Error   string        `json:"error,omitempty"`
+	Elapsed time.Duration `json:"-"`
+	Millis  int64         `json:"ms"`
+	Done    int           `json:"done"`
+	Total   int           `json:"total"`
+}
+
+// Summary is the outcome of a run.
+type Summary struct {
+	Total       int      `json:"total"`
+	Made        int      `json:"made"`
+	Verified    int      `json:"verified"`
+	Failed      int      `json:"failed"`
+	NotStarted  int      `json:"not_started"`
+	Interrupted bool     `json:"interrupted"`
+	Failures    []string `json:"failures,omitempty"`
+	Seconds     float64  `json:"seconds"`
+}
+
+// vmRecord is what a VM directory says about itself (vm.json).
+type vmRecord struct {
+	Name      string `json:"name"`
+	Profile   string `json:"profile"`
+	Container string `json:"container"`
+	EK        string `json:"ek"`
+	KeyFile   string `json:"key_file,omitempty"` // an existing key named by the manifest
+}
+
+const lockName = ".vtpm-mfg-batch.lock"
+
+// lockDir takes the run's lock on dir.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", dir, unwrap(err))
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: another batch run is working on this directory; wait for it or use another --out-dir", dir)
+	}
+	return f, nil
+}
+
+// Run manufactures every VM not yet in opts.Dir and re-verifies those
+// that are, in parallel; each VM directory appears only when complete.
+func Run(ctx context.Context, vms []VM, opts Options) (*Summary, error) {
+	start := time.Now()
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("%s: %v", opts.Dir, unwrap(err))
+	}
+	lk, err := lockDir(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	defer lk.Close()
+	removeStale(opts.Dir)
+	jobs := max(opts.Jobs, 1)
+	s := &Summary{Total: len(vms)}
+	work := make(chan VM)
+	var mu sync.Mutex
+	report := func(ev Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch ev.Status {
+		case "made":
+			s.Made++
+		case "verified":
+			s.Verified++
+		default:
+			s.Failed++
+			s.Failures = append(s.Failures, ev.Name+": "+ev.Error)
+		}
+		ev.Done, ev.Total, ev.Millis = s.Made+s.Verified+s.Failed, s.Total, ev.Elapsed.Milliseconds()
+		if opts.Event != nil {
+			opts.Event(ev)
+		}
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < jobs; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for vm := range work {
+				t0 := time.Now()
+				status, err := one(vm, opts)
+				ev := Event{Name: vm.Name, Status: status, Elapsed: time.Since(t0)}
+				if err != nil {
+					ev.Status, ev.Error = "failed", err.Error()
+				}
+				report(ev)
+			}
+		}()
+	}
+feed:
+	for _, vm := range vms {
+		select {
+		case <-ctx.Done():
+			break feed
+		case work <- vm:
+		}
+	}
+	close(work)
+	wg.Wait()
+	s.NotStarted = s.Total - s.Made - s.Verified - s.Failed
+	s.Interrupted = ctx.Err() != nil
+	sort.Strings(s.Failures)
+	if err := WriteIndex(opts.Dir, opts.Cert.CA.Cert, opts.Cert.CA.Chain, opts.KBSPath); err != nil {
+		return s, err
+	}
+	s.Seconds = time.Since(start).Seconds()
+	return s, nil
+}
+
+// removeStale deletes the temporary directories of killed runs.
+func removeStale(dir string) {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if e.IsDir() && strings.HasPrefix(e.Name(), ".") && strings.Contains(e.Name(), ".tmp-") {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+// resolve fills a VM's empty fields from the defaults.
+func resolve(vm VM, opts Options) (*nv.Profile, container.Format, pipeline.CreateOptions, []ek.Alg, error) {
+	d := opts.Defaults
+	co := pipeline.CreateOptions{Size: d.Size, Strength: d.Strength, ZeroFree: d.ZeroFree}
+	p, err := nv.Get(cmpOr(vm.Profile, d.Profile))
+	if err != nil {
+		return nil, nil, co, nil, err
+	}
+	cname := cmpOr(vm.Container, d.Container)
+	f, err := pipeline.ResolveContainer(p, cname, cname != "")
+	if err != nil {
+		return nil, nil, co, nil, err
+	}
+	if vm.Size != "" {
+		if co.Size, err = opts.ParseSize(vm.Size); err != nil {
+			return nil, nil, co, nil, err
+		}
+	}
+	algs := d.Algs
+	if vm.EK != "" {
+		if algs, err = opts.ParseAlgs(vm.EK); err != nil {
+			return nil, nil, co, nil, err
+		}
+	}
+	return p, f, co, algs, nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func algList(algs []ek.Alg) string {
+	s := make([]string, len(algs))
+	for i, a := range algs {
+		s[i] = string(a)
+	}
+	return strings.Join(s, ",")
+}
+
+// one makes (or re-verifies) one VM.
+func one(vm VM, opts Options) (string, error) {
+	final := filepath.Join(opts.Dir, vm.Name)
+	if _, err := os.Stat(filepath.Join(final, "manifest.json")); err == nil {
+		return "verified", VerifyVM(final, opts.Cert.CA.Cert, opts.Cert.CA.Chain)
+	} else if _, err := os.Stat(final); err == nil {
+		return "", fmt.Errorf("%s exists but is not a complete VM directory (no manifest.json); move it away", final)
+	}
+	p, f, co, algs, err := resolve(vm, opts)
+	if err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp(opts.Dir, "."+vm.Name+".tmp-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp) // gone after the rename; cleans up on failure
+	rec := vmRecord{Name: vm.Name, Profile: p.Name, Container: f.Name(), EK: algList(algs), KeyFile: vm.KeyFile}
+	var key []byte
+	if vm.KeyFile != "" {
+		if key, err = (keyfile.Source{File: vm.KeyFile}).Load(nil); err != nil {
+			return "", err
+		}
+	} else {
+		key = make([]byte, keyfile.Size)
+		if _, err := rand.Read(key); err != nil {
+			return "", err
+		}
+		if err := atomicfile.WriteSecret(filepath.Join(tmp, "state.key"), key, false); err != nil {
+			return "", err
+		}
+	}
+	defer keyfile.Wipe(key)
+	job := pipeline.Job{Profile: p, Algs: algs, Cert: opts.Cert, Container: f, Create: co, Key: key,
+		Output: filepath.Join(tmp, "state.img"), CertDir: tmp}
+	m, err := job.Run()
+	if err != nil {
+		return "", err
+	}
+	// Paths in the VM's files are relative to its directory.
+	m.Output = "state.img"
+	for i := range m.EKs {
+		m.EKs[i].CertFile, m.EKs[i].EKFile = filepath.Base(m.EKs[i].CertFile), filepath.Base(m.EKs[i].EKFile)
+	}
+	for name, v := range map[string]any{"manifest.json": m, "vm.json": rec} {
+		b, _ := json.MarshalIndent(v, "", "  ")
+		if err := atomicfile.Create(filepath.Join(tmp, name), 0o644, false, func(f *os.File) error { _, err := f.Write(append(b, '\n')); return err }); err != nil {
+			return "", err
+		}
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		if errors.Is(err, os.ErrExist) || errors.Is(err, unix.ENOTEMPTY) {
+			return "", fmt.Errorf("%s appeared meanwhile", final)
+		}
+		return "", err
+	}
+	if d, err := os.Open(opts.Dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return "made", nil
+}
