@@ -1,27 +1,32 @@
-// Package ek derives the endorsement keys a TCG reference TPM creates from
-// its endorsement primary seed with TPM2_CreatePrimary and the TCG default
-// EK templates L-1 (RSA-2048) and L-2 (ECC NIST P-256): the creation DRBG
-// seeded from the EPS and the template's Name, the RSA prime search with
-// sieve and Miller-Rabin, and the ECC scalar derivation, with the per-build
-// differences as a CandidateMode.
+// Package ek derives the keys a TCG reference TPM creates from a primary
+// seed with TPM2_CreatePrimary: the endorsement keys of the TCG default EK
+// templates L-1 (RSA-2048) and L-2 (ECC NIST P-256) with Derive, and the
+// key of any RSA-2048/3072/4096 or ECC NIST P-256/P-384 template (the
+// high-range EK templates, storage root keys, ...) with DeriveTemplate: the
+// creation DRBG seeded from the seed and the template's Name, the RSA prime
+// search with sieve and Miller-Rabin, and the ECC scalar derivation, with
+// the per-build differences as a CandidateMode.
 package ek
 
 import (
 	"crypto"
-	"crypto/ecdh"
-	"crypto/sha256"
 	"fmt"
 	"math/big"
 
 	"github.com/google/go-tpm/tpm2"
 )
 
-// Alg is an EK key type.
+// Alg is a key type.
 type Alg string
 
 const (
-	RSA2048  Alg = "rsa2048"
-	ECCP256  Alg = "ecc-p256"
+	RSA2048 Alg = "rsa2048"
+	ECCP256 Alg = "ecc-p256"
+	// The other key types DeriveTemplate produces (Key.Alg). Derive,
+	// Template and ParseAlg know only the L-1/L-2 types of Algs.
+	RSA3072  Alg = "rsa3072"
+	RSA4096  Alg = "rsa4096"
+	ECCP384  Alg = "ecc-p384"
 	rsaExp65     = 65537
 )
 
@@ -62,21 +67,25 @@ func Template(alg Alg) tpm2.TPMTPublic {
 // including the terminating NUL.
 var purpose = []byte("Primary Object Creation\x00")
 
-// name returns nameAlg || SHA-256(marshaled TPMT_PUBLIC).
+// name returns nameAlg || H_nameAlg(marshaled TPMT_PUBLIC), or nil if the
+// builds do not implement nameAlg (see objectName).
 func name(pub *tpm2.TPMTPublic) []byte {
-	h := sha256.Sum256(tpm2.Marshal(pub))
-	return append([]byte{0x00, 0x0B}, h[:]...)
+	n, _ := objectName(pub)
+	return n
 }
 
-// Key is a derived EK.
+// Key is a derived primary key.
 type Key struct {
 	Alg    Alg
 	Public tpm2.TPMTPublic
-	// Name is nameAlg || SHA-256(TPMT_PUBLIC), as the TPM computes it.
+	// Name is nameAlg || H_nameAlg(TPMT_PUBLIC), as the TPM computes it.
 	Name []byte
 	// Primes are the RSA primes in generation order (for tests).
 	Primes []*big.Int
 	drbg   *DRBG
+	// digestSize is the digest size of the nameAlg, the size of the
+	// seedValue CryptCreateObject draws.
+	digestSize int
 }
 
 // TPM2BPublic returns the marshaled TPM2B_PUBLIC, what tpm2_createek -u
@@ -90,7 +99,7 @@ func (k *Key) CryptoPublic() (crypto.PublicKey, error) {
 	return tpm2.Pub(k.Public)
 }
 
-// Options tune Derive for tests.
+// Options tune Derive and DeriveTemplate for tests.
 type Options struct {
 	// Trace receives every output of the creation DRBG.
 	Trace func(out []byte)
@@ -99,70 +108,30 @@ type Options struct {
 }
 
 // Derive computes the EK for the seed (EPSeed.buffer[0:size]) with the
-// given candidate mode (only RSA depends on it).
+// given candidate mode (only RSA depends on it), for the TCG default
+// template of alg (L-1 or L-2, see Template).
 func Derive(eps []byte, alg Alg, mode CandidateMode, opt *Options) (*Key, error) {
+	if alg != RSA2048 && alg != ECCP256 {
+		return nil, fmt.Errorf("ek: unsupported algorithm %q", alg)
+	}
 	if len(eps) == 0 {
 		return nil, fmt.Errorf("ek: empty endorsement seed")
 	}
-	tmpl := Template(alg)
-	r := NewDRBG(eps, purpose, name(&tmpl), nil)
-	if opt != nil {
-		if opt.Instantiated != nil {
-			opt.Instantiated(r)
-		}
-		r.Trace = opt.Trace
-	}
-	k := &Key{Alg: alg, Public: tmpl, drbg: r}
-	switch alg {
-	case RSA2048:
-		n, primes, err := rsaModulus(r, rsaExp65, mode)
-		if err != nil {
-			return nil, err
-		}
-		k.Primes = primes
-		k.Public.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{Buffer: n})
-	case ECCP256:
-		x, y, err := eccPoint(r.Generate(40))
-		if err != nil {
-			return nil, err
-		}
-		k.Public.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
-			X: tpm2.TPM2BECCParameter{Buffer: x}, Y: tpm2.TPM2BECCParameter{Buffer: y}})
-	default:
-		return nil, fmt.Errorf("ek: unsupported algorithm %q", alg)
-	}
-	k.Name = name(&k.Public)
-	return k, nil
+	return DeriveTemplate(eps, Template(alg), mode, opt)
 }
 
 // SeedValue continues the creation DRBG past key generation the way
-// CryptCreateObject does for a primary key of the endorsement hierarchy
-// (stir shProof, then ehProof, draw 32 bytes). It does not affect the
-// public key; it is exposed to check the DRBG against the TPM's.
+// CryptCreateObject does for a primary key: for the endorsement hierarchy
+// it stirs in shProof, then ehProof; then it draws the seedValue, as many
+// bytes as the nameAlg digest. Pass nil for both proofs for a primary key
+// of another hierarchy (no stirring). It returns the draw; the TPM keeps
+// it only for restricted keys without the sign attribute (it zeroes it
+// otherwise). It does not affect the public key; it is exposed to check the
+// DRBG against the TPM's. Call it at most once.
 func (k *Key) SeedValue(shProof, ehProof []byte) []byte {
-	k.drbg.AdditionalData(shProof)
-	k.drbg.AdditionalData(ehProof)
-	return k.drbg.Generate(32)
-}
-
-var p256Order, _ = new(big.Int).SetString("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551", 16)
-
-// eccPoint turns the 40-byte draw into the P-256 public point:
-// d = c mod (n-1) + 1, Q = d*G.
-func eccPoint(draw []byte) (x, y []byte, err error) {
-	db := privateScalar(draw)
-	defer clear(db)
-	priv, err := ecdh.P256().NewPrivateKey(db)
-	if err != nil {
-		return nil, nil, err
+	if shProof != nil || ehProof != nil {
+		k.drbg.AdditionalData(shProof)
+		k.drbg.AdditionalData(ehProof)
 	}
-	pt := priv.PublicKey().Bytes() // 04 || X || Y
-	return pt[1:33], pt[33:65], nil
-}
-
-// privateScalar is the ECC private scalar for a 40-byte draw,
-// d = c mod (n-1) + 1, as 32 big-endian bytes.
-func privateScalar(draw []byte) []byte {
-	c := new(big.Int).SetBytes(draw)
-	return c.Mod(c, new(big.Int).Sub(p256Order, one)).Add(c, one).FillBytes(make([]byte, 32))
+	return k.drbg.Generate(k.digestSize)
 }

@@ -7,10 +7,11 @@ import (
 	"math/big"
 	"math/bits"
 	"runtime"
+	"sort"
 	"sync"
 )
 
-// CandidateMode is how a build turns 128 DRBG bytes into a prime candidate
+// CandidateMode is how a build turns DRBG bytes into a prime candidate
 // (TpmMath_GetRandomBits and its predecessors).
 type CandidateMode int
 
@@ -39,11 +40,25 @@ func ModeByName(name string) (CandidateMode, error) {
 	return 0, fmt.Errorf("ek: unknown RSA candidate mode %q", name)
 }
 
-// sievePrimes are the odd primes from 11 up to 38891, the table the
-// reference code uses for 1024-bit candidates (the first 4096 odd primes,
-// less 3, 5 and 7, which the initial field pattern covers).
-var sievePrimes = func() []uint32 {
-	const limit = 38891
+// The sieve prime tables of PrimeSelectWithSieve (CryptPrimeSieve.c): it
+// sieves with the odd primes up to a limit that depends on the bit length
+// of the candidate, taken from the 65537-entry prime table of PrimeData.c.
+// 3, 5 and 7 are left out: the initial field pattern covers them.
+const (
+	sieveLimit512  = 8167  // candidates of <= 512 bits: the first 1024 odd primes
+	sieveLimit1024 = 38891 // <= 1024 bits: the first 4096 odd primes
+	sieveLimitAll  = 65537 // larger: every odd prime of the table (s_LastPrimeInTable)
+)
+
+var (
+	sievePrimesAll = oddPrimesUpTo(sieveLimitAll)
+	// sievePrimes is the table for 1024-bit candidates (RSA-2048 primes).
+	sievePrimes    = sievePrimesAll[:sort.Search(len(sievePrimesAll), func(i int) bool { return sievePrimesAll[i] > sieveLimit1024 })]
+	sievePrimes512 = sievePrimesAll[:sort.Search(len(sievePrimesAll), func(i int) bool { return sievePrimesAll[i] > sieveLimit512 })]
+)
+
+// oddPrimesUpTo returns the primes from 11 up to limit.
+func oddPrimesUpTo(limit int) []uint32 {
 	comp := make([]bool, limit+1)
 	var ps []uint32
 	for i := 2; i <= limit; i++ {
@@ -58,7 +73,19 @@ var sievePrimes = func() []uint32 {
 		}
 	}
 	return ps
-}()
+}
+
+// sievePrimesFor returns the sieve primes for a candidate of the given bit
+// length (the RsaAdjustPrimeLimit calls of PrimeSelectWithSieve).
+func sievePrimesFor(bitLen int) []uint32 {
+	switch {
+	case bitLen <= 512:
+		return sievePrimes512
+	case bitLen <= 1024:
+		return sievePrimes
+	}
+	return sievePrimesAll
+}
 
 const (
 	fieldBytes = 2048
@@ -76,7 +103,10 @@ var initialField = func() [fieldBytes]byte {
 	return f
 }()
 
-// candidate converts a 128-byte draw into an adjusted 1024-bit candidate.
+// candidate converts a draw of bits/8 bytes into an adjusted prime
+// candidate of bits bits (TpmMath_GetRandomBits, then
+// RsaAdjustPrimeCandidate). Prime sizes are multiples of 32 bits, so the
+// 1.83 mask, ~(0xFF >> 0), always clears the whole most significant byte.
 func candidate(raw []byte, mode CandidateMode) []byte {
 	buf := make([]byte, len(raw))
 	switch mode {
@@ -91,7 +121,7 @@ func candidate(raw []byte, mode CandidateMode) []byte {
 		}
 	}
 	// RsaAdjustPrimeCandidate: force odd, scale the top 32 bits into
-	// [0xB5050000, 0xFFFFFFFF] so that p*q has exactly 2048 bits.
+	// [0xB5050000, 0xFFFFFFFF] so that p*q has exactly twice the bits.
 	buf[len(buf)-1] |= 1
 	msw := binary.BigEndian.Uint32(buf)
 	adj := (msw>>16)*0x4AFB + ((msw&0xFFFF)*0x4AFB)>>16 + 0xB5050000
@@ -99,7 +129,8 @@ func candidate(raw []byte, mode CandidateMode) []byte {
 	return buf
 }
 
-// modSmall returns x mod p for a big-endian byte string.
+// modSmall returns x mod p for a big-endian byte string whose length is a
+// multiple of 4.
 func modSmall(x []byte, p uint32) uint32 {
 	var r uint64
 	for i := 0; i < len(x); i += 4 {
@@ -108,16 +139,19 @@ func modSmall(x []byte, p uint32) uint32 {
 	return uint32(r)
 }
 
-// sieve returns the sieve base B and the field of survivors for C.
+// sieve returns the sieve base B and the field of survivors for C
+// (PrimeSieve). The field has the same size for every prime size; the sieve
+// primes depend on the bit length of C.
 func sieve(c *big.Int) (*big.Int, *[fieldBytes]byte, int) {
+	primes := sievePrimesFor(c.BitLen())
 	adjust := new(big.Int).Mod(c, big.NewInt(105)).Int64()
 	if adjust&1 == 1 {
 		adjust += 105
 	}
 	base := new(big.Int).Sub(c, big.NewInt(adjust))
-	bb := base.FillBytes(make([]byte, 128))
+	bb := base.FillBytes(make([]byte, (base.BitLen()+31)/32*4))
 	field := initialField
-	for _, p := range sievePrimes {
+	for _, p := range primes {
 		r := modSmall(bb, p)
 		var j uint32
 		switch {
@@ -170,6 +204,9 @@ type mrParams struct {
 	bitLen    int
 }
 
+// newMR sets up MillerRabin (CryptPrime.c) for w. The round count is
+// MillerRabinRounds of the bit length of w: 8 below 511 bits, 5 below 1536
+// (1024-bit primes of RSA-2048), 4 from 1536 on (RSA-3072 and RSA-4096).
 func newMR(w *big.Int) *mrParams {
 	p := &mrParams{w: w, bitLen: w.BitLen(), rounds: 4}
 	switch {
@@ -386,35 +423,40 @@ func selectSpeculative(next func() (*big.Int, bool), r *DRBG) *big.Int {
 	}
 }
 
-func generatePrime(r *DRBG, e uint32, mode CandidateMode) *big.Int {
+// generatePrime is TpmRsa_GeneratePrimeForRSA: one DRBG draw of bits/8
+// bytes per candidate until the sieve search around a candidate finds a
+// prime.
+func generatePrime(r *DRBG, bits int, e uint32, mode CandidateMode) *big.Int {
 	for {
-		c := new(big.Int).SetBytes(candidate(r.Generate(128), mode))
+		c := new(big.Int).SetBytes(candidate(r.Generate(bits/8), mode))
 		if p := selectWithSieve(c, e, r); p != nil {
 			return p
 		}
 	}
 }
 
-// rsaModulus runs CryptRsaGenerateKey for 2048 bits and returns n as 256
-// big-endian bytes.
-func rsaModulus(r *DRBG, e uint32, mode CandidateMode) ([]byte, []*big.Int, error) {
+// rsaModulus runs the prime search of CryptRsaGenerateKey for a modulus of
+// keyBits bits (primes of keyBits/2 bits) and returns n as keyBits/8
+// big-endian bytes and the primes in generation order.
+func rsaModulus(r *DRBG, keyBits int, e uint32, mode CandidateMode) ([]byte, []*big.Int, error) {
 	var q *big.Int
 	var primes []*big.Int
 	for i := 1; i != 100; i++ {
-		p := generatePrime(r, e, mode)
+		p := generatePrime(r, keyBits/2, e, mode)
 		primes = append(primes, p)
 		if q == nil {
 			q = p
 			continue
 		}
+		// The same 2^100 distance for every key size.
 		if new(big.Int).Sub(p, q).Abs(new(big.Int).Sub(p, q)).BitLen()-1 < 100 {
 			continue
 		}
 		n := new(big.Int).Mul(p, q)
-		if n.BitLen() != 2048 {
-			return nil, nil, errors.New("ek: RSA modulus does not have 2048 bits")
+		if n.BitLen() != keyBits {
+			return nil, nil, fmt.Errorf("ek: RSA modulus does not have %d bits", keyBits)
 		}
-		return n.FillBytes(make([]byte, 256)), primes, nil
+		return n.FillBytes(make([]byte, keyBits/8)), primes, nil
 	}
 	return nil, nil, errors.New("ek: RSA key generation found no key (TPM_RC_NO_RESULT)")
 }
