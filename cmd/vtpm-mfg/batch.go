@@ -72,7 +72,7 @@ func (e *cmdEnv) batchCmd() *cli.Command {
 			&cli.StringFlag{Name: "shard", Usage: "`I/N`: make only shard I (0-based) of N"},
 			&cli.StringFlag{Name: "kbs-path", Value: fleet.DefaultKBSPath, Usage: "key broker resource path `TEMPLATE`"},
 			profileFlag(nv.DefaultProfile),
-			&cli.StringFlag{Name: "ek", Value: "rsa2048,ecc-p256", Usage: "EK types to certify, comma-separated"},
+			&cli.StringFlag{Name: "ek", Value: "rsa2048,ecc-p256", Usage: "EK types to certify, comma-separated (as for manufacture --ek)"},
 			containerFlag, strengthFlag, zeroFreeFlag, sizeFlag,
 			&cli.BoolFlag{Name: "json", Usage: "report progress and the summary as JSON lines on standard output"}),
 		Action:      e.batchRun,

@@ -202,7 +202,7 @@ tpm2_createek -u writes.
 Example:
   vtpm-mfg ek public --state state.img --key-file state.key --alg rsa2048`,
 			Flags: append(sourceFlags(), profileFlag(""),
-				&cli.StringFlag{Name: "alg", Usage: "EK type: rsa2048 or ecc-p256"},
+				&cli.StringFlag{Name: "alg", Usage: "EK type: a template name (L-1, L-2, H-1, H-2, H-3, H-6, H-7) or rsa2048, ecc-p256, ecc-p384, rsa3072, rsa4096"},
 				&cli.StringFlag{Name: "format", Value: "pem", Usage: "pem (SubjectPublicKeyInfo) or tpm2b"},
 				&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write to `FILE` instead of standard output"},
 				forceFlag),
@@ -315,13 +315,23 @@ Example:
 	}
 }
 
+// checkAlgs refuses EK types the profile's TPM build cannot create.
+func checkAlgs(p *nv.Profile, algs []ek.Alg) error {
+	for _, a := range algs {
+		if err := pipeline.CheckEK(p, a); err != nil {
+			return usagef("--ek: %v", err)
+		}
+	}
+	return nil
+}
+
 func parseAlgs(s string) ([]ek.Alg, error) {
 	var out []ek.Alg
 	seen := map[ek.Alg]bool{}
 	for _, f := range strings.Split(s, ",") {
 		a, err := ek.ParseAlg(strings.TrimSpace(f))
 		if err != nil {
-			return nil, usagef("%v", err)
+			return nil, usagef("--ek: %v", err)
 		}
 		if !seen[a] {
 			out = append(out, a)
@@ -412,7 +422,7 @@ Examples:
 		Flags: append(append(keyFlags("", "state key"), certFlags()...),
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "state image (or NVChip) `FILE` to create"},
 			profileFlag(nv.DefaultProfile),
-			&cli.StringFlag{Name: "ek", Value: "rsa2048,ecc-p256", Usage: "EK types to certify, comma-separated"},
+			&cli.StringFlag{Name: "ek", Value: "rsa2048,ecc-p256", Usage: "EK types to certify, comma-separated: template names L-1 L-2 H-1 H-2 H-3 H-6 H-7 or rsa2048 (L-1), ecc-p256 (L-2), ecc-p384 (H-3), rsa3072 (H-6), rsa4096 (H-7); H-4 and H-5 need SHA-512 / SM3, which the SVSM builds lack"},
 			&cli.StringFlag{Name: "format", Value: "state", Usage: "state (encrypted state image) or nvchip (raw NV image)"},
 			containerFlag, strengthFlag, zeroFreeFlag,
 			&cli.StringFlag{Name: "cert-dir", Usage: "also write the certificates and EK public keys (PEM) into `DIR`"},
@@ -430,6 +440,9 @@ Examples:
 			}
 			algs, err := parseAlgs(c.String("ek"))
 			if err != nil {
+				return err
+			}
+			if err := checkAlgs(p, algs); err != nil {
 				return err
 			}
 			format := c.String("format")
@@ -511,7 +524,7 @@ Examples:
 		Flags: append(append(keyFlags("", "state key"), certFlags()...),
 			&cli.StringFlag{Name: "state", Usage: "state `IMAGE` to change"},
 			&cli.StringFlag{Name: "cert", Usage: "certificate `FILE` to install (PEM or DER)"},
-			&cli.StringFlag{Name: "alg", Value: "rsa2048", Usage: "which EK: rsa2048 or ecc-p256"},
+			&cli.StringFlag{Name: "alg", Value: "rsa2048", Usage: "which EK: a template name (L-1, L-2, H-1, H-2, H-3, H-6, H-7) or rsa2048, ecc-p256, ecc-p384, rsa3072, rsa4096"},
 			profileFlag(""),
 			&cli.BoolFlag{Name: "force", Usage: "install a certificate that deviates from the TCG EK profile (it must still certify this TPM's EK)"},
 			jsonFlag),
@@ -561,9 +574,9 @@ Examples:
 				return err
 			}
 			if c.Bool("json") {
-				return e.printJSON(map[string]string{"state": state, "alg": string(alg), "nv_index": fmt.Sprintf("0x%08x", pipeline.CertIndex[alg]), "summary": summary})
+				return e.printJSON(map[string]string{"state": state, "alg": string(alg), "nv_index": fmt.Sprintf("0x%08x", pipeline.CertIndex(alg)), "summary": summary})
 			}
-			fmt.Fprintf(e.stdout, "%s in %s (NV index 0x%08x)\n", summary, state, pipeline.CertIndex[alg])
+			fmt.Fprintf(e.stdout, "%s in %s (NV index 0x%08x)\n", summary, state, pipeline.CertIndex(alg))
 			return nil
 		},
 	}
@@ -593,7 +606,7 @@ Example:
   vtpm-mfg verify --state state.img --key-file state.key --ca-cert ca.pem`,
 		Flags: append(sourceFlags(), profileFlag(""),
 			&cli.StringFlag{Name: "ca-cert", Usage: "CA certificate `FILE`(s) to trust (PEM; the root last if several)"},
-			&cli.StringFlag{Name: "ek", Value: "rsa2048,ecc-p256", Usage: "EK types that must be certified"},
+			&cli.StringFlag{Name: "ek", Value: "rsa2048,ecc-p256", Usage: "EK types that must be certified (template names or aliases, as for manufacture --ek)"},
 			jsonFlag),
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {

@@ -12,6 +12,7 @@ import (
 	"crypto"
 	"fmt"
 	"math/big"
+	"strings"
 
 	"github.com/google/go-tpm/tpm2"
 )
@@ -33,17 +34,14 @@ const (
 // Algs are the supported EK types, in the order they are provisioned.
 var Algs = []Alg{RSA2048, ECCP256}
 
-// ParseAlg accepts an algorithm name.
+// ParseAlg accepts an EK type: a template name (L-1, H-3, ...), its
+// canonical name (rsa2048, ecc-p384, ...) or an alias.
 func ParseAlg(s string) (Alg, error) {
-	switch Alg(s) {
-	case RSA2048, ECCP256:
-		return Alg(s), nil
-	case "rsa":
-		return RSA2048, nil
-	case "ecc":
-		return ECCP256, nil
+	t, err := LookupEK(s)
+	if err != nil {
+		return "", err
 	}
-	return "", fmt.Errorf("unknown EK algorithm %q (use rsa2048 or ecc-p256)", s)
+	return t.Alg, nil
 }
 
 // Template returns the TCG default EK template for alg (L-1 or L-2), with
@@ -111,13 +109,23 @@ type Options struct {
 // given candidate mode (only RSA depends on it), for the TCG default
 // template of alg (L-1 or L-2, see Template).
 func Derive(eps []byte, alg Alg, mode CandidateMode, opt *Options) (*Key, error) {
-	if alg != RSA2048 && alg != ECCP256 {
+	t := EKOf(alg)
+	if t == nil {
 		return nil, fmt.Errorf("ek: unsupported algorithm %q", alg)
+	}
+	tmpl, ok := t.Template()
+	if !ok {
+		return nil, fmt.Errorf("ek: %s (%s) cannot be derived: this tool has no %s", t.ID, t.What, strings.Join(t.Needs, ", "))
 	}
 	if len(eps) == 0 {
 		return nil, fmt.Errorf("ek: empty endorsement seed")
 	}
-	return DeriveTemplate(eps, Template(alg), mode, opt)
+	k, err := DeriveTemplate(eps, tmpl, mode, opt)
+	if err != nil {
+		return nil, err
+	}
+	k.Alg = alg
+	return k, nil
 }
 
 // SeedValue continues the creation DRBG past key generation the way

@@ -84,6 +84,9 @@ type Profile struct {
 	// Container names the state image format the SVSM line using this
 	// build keeps the NVChip in (package container).
 	Container string
+	// Switches are the build's algorithm switches (ALG_SHA512, RSA_4096,
+	// ECC_NIST_P384, ...), as measured; absent means not built.
+	Switches map[string]bool
 
 	NVSize       int
 	SeedSize     int

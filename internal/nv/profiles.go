@@ -126,6 +126,7 @@ var SVSMPoC = register(&Profile{
 	SpecRevision: 183,
 	RSACandidate: "tcg-1.83",
 	Container:    "blockfs",
+	Switches:     svsmAlgorithms,
 	VendorString: "xCG fTPM",
 	NVSize:       16384,
 	SeedSize:     64,
@@ -162,6 +163,7 @@ var SVSM2026 = register(&Profile{
 	SpecRevision: 184,
 	RSACandidate: "tcg-1.84",
 	Container:    "cocoonfs",
+	Switches:     svsmAlgorithms,
 	VendorString: "xCG fTPM",
 	NVSize:       16384,
 	SeedSize:     64,
@@ -183,3 +185,12 @@ var SVSM2026 = register(&Profile{
 	TerminatorSize:    12,
 	FreeFill:          0xFF,
 })
+
+// svsmAlgorithms are the algorithm switches of both SVSM TPM builds
+// (measured: tpm/layout/poc.txt and upstream.txt agree).
+var svsmAlgorithms = map[string]bool{
+	"ALG_SHA1": true, "ALG_SHA256": true, "ALG_SHA384": true, "ALG_SHA512": false, "ALG_SM3_256": false,
+	"RSA_1024": true, "RSA_2048": true, "RSA_3072": true, "RSA_4096": true,
+	"ECC_NIST_P192": true, "ECC_NIST_P224": true, "ECC_NIST_P256": true, "ECC_NIST_P384": true, "ECC_NIST_P521": true,
+	"ECC_SM2_P256": true,
+}

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ek"
@@ -17,9 +18,32 @@ import (
 	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
 )
 
-// CertIndex is the NV index of each EK type's certificate (TCG PC Client,
-// low range).
-var CertIndex = map[ek.Alg]uint32{ek.RSA2048: 0x01C00002, ek.ECCP256: 0x01C0000A}
+// CertIndex is the NV index of an EK type's certificate (TCG EK
+// Credential Profile), 0 for an unknown type.
+func CertIndex(alg ek.Alg) uint32 {
+	if t := ek.EKOf(alg); t != nil {
+		return t.Index
+	}
+	return 0
+}
+
+// CheckEK refuses an EK type the profile's TPM build cannot create, with
+// the reason taken from the profile's algorithm switches.
+func CheckEK(p *nv.Profile, alg ek.Alg) error {
+	t := ek.EKOf(alg)
+	if t == nil {
+		return fmt.Errorf("unknown EK type %q", alg)
+	}
+	for _, sw := range t.Needs {
+		if !p.Switches[sw] {
+			return fmt.Errorf("%s (%s) cannot be created by the %s TPM build: it has no %s (%s = 0), so TPM2_CreatePrimary refuses the template", t.ID, t.What, p.Name, strings.TrimPrefix(strings.TrimPrefix(sw, "ALG_"), "ECC_"), sw)
+		}
+	}
+	if _, ok := t.Template(); !ok {
+		return fmt.Errorf("%s (%s) is not supported by this tool", t.ID, t.What)
+	}
+	return nil
+}
 
 // ChainIndexFirst is the first NV index of the EK certificate chain.
 const ChainIndexFirst = 0x01C00100
@@ -37,6 +61,9 @@ func TPMInfo(p *nv.Profile) ekcert.TPMInfo {
 
 // DeriveEK derives the EK the image's TPM will create.
 func DeriveEK(im *nv.Image, alg ek.Alg) (*ek.Key, error) {
+	if err := CheckEK(im.Profile, alg); err != nil {
+		return nil, err
+	}
 	mode, err := ek.ModeByName(im.Profile.RSACandidate)
 	if err != nil {
 		return nil, err
@@ -176,7 +203,7 @@ func IssueAndInstall(im *nv.Image, alg ek.Alg, o CertOptions) (*Issued, error) {
 	if err := PutCert(im, alg, cert.Raw, !o.NoLock); err != nil {
 		return nil, err
 	}
-	return &Issued{Alg: alg, Key: k, Cert: cert, Index: CertIndex[alg]}, nil
+	return &Issued{Alg: alg, Key: k, Cert: cert, Index: CertIndex(alg)}, nil
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -193,8 +220,8 @@ func roots(ca *ekcert.CA) []*x509.Certificate {
 // replaced (undefined and defined again, as the platform would) keeping its
 // attributes; a new one gets the manufacturer attributes.
 func PutCert(im *nv.Image, alg ek.Alg, der []byte, lock bool) error {
-	h, ok := CertIndex[alg]
-	if !ok {
+	h := CertIndex(alg)
+	if h == 0 {
 		return fmt.Errorf("no certificate index for %s", alg)
 	}
 	return putIndex(im, h, der, lock)

@@ -56,11 +56,11 @@ func TestManufacturedCertificatesParseEverywhere(t *testing.T) {
 				t.Fatalf("%s: findings on a fresh image: %v", p.Name, f)
 			}
 			for _, is := range issued {
-				der := back.LookupIndex(CertIndex[is.Alg]).Data
+				der := back.LookupIndex(CertIndex(is.Alg)).Data
 				if !bytes.Equal(der, is.Cert.Raw) {
 					t.Fatal("stored certificate differs from the issued one")
 				}
-				ix := back.LookupIndex(CertIndex[is.Alg])
+				ix := back.LookupIndex(CertIndex(is.Alg))
 				if ix.Attributes != 0x62072801 {
 					t.Errorf("attributes 0x%08x", ix.Attributes)
 				}
@@ -136,7 +136,7 @@ func TestVerifyFindings(t *testing.T) {
 
 	// a certificate for another TPM's key
 	swapped, _ := nv.Parse(nv.SVSMPoC, im.Bytes())
-	if err := PutCert(swapped, ek.RSA2048, im2.LookupIndex(CertIndex[ek.RSA2048]).Data, true); err != nil {
+	if err := PutCert(swapped, ek.RSA2048, im2.LookupIndex(CertIndex(ek.RSA2048)).Data, true); err != nil {
 		t.Fatal(err)
 	}
 	f := Verify(swapped, VerifyOptions{CA: roots, Algs: ek.Algs})
@@ -156,7 +156,7 @@ func TestVerifyFindings(t *testing.T) {
 	}
 	// wrong attributes
 	odd, _ := nv.Manufacture(nv.SVSMPoC)
-	odd.DefineIndex(nv.IndexSpec{Handle: CertIndex[ek.ECCP256], Attributes: nv.AttrEKCert | 0x2, Data: im.LookupIndex(CertIndex[ek.ECCP256]).Data})
+	odd.DefineIndex(nv.IndexSpec{Handle: CertIndex(ek.ECCP256), Attributes: nv.AttrEKCert | 0x2, Data: im.LookupIndex(CertIndex(ek.ECCP256)).Data})
 	f = Verify(odd, VerifyOptions{CA: roots, Algs: []ek.Alg{ek.ECCP256}})
 	if len(f) == 0 || !strings.Contains(f[0], "a manufacturer sets 0x62072001") {
 		t.Errorf("odd attributes: %v", f)
@@ -170,7 +170,7 @@ func TestPutCertReplacesKeepingAttributes(t *testing.T) {
 	if err := PutCert(im, ek.RSA2048, issued[0].Cert.Raw, false); err != nil {
 		t.Fatal(err)
 	}
-	if a := im.LookupIndex(CertIndex[ek.RSA2048]).Attributes; a != 0x62072801 {
+	if a := im.LookupIndex(CertIndex(ek.RSA2048)).Attributes; a != 0x62072801 {
 		t.Errorf("lock lost: 0x%08x", a)
 	}
 	if im.FreeBytes() != free {

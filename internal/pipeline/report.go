@@ -66,9 +66,9 @@ type EKReport struct {
 }
 
 func roleOf(h uint32) string {
-	for alg, idx := range CertIndex {
-		if idx == h {
-			return string(alg) + " EK certificate"
+	for _, t := range ek.EKTypes {
+		if t.Index == h {
+			return string(t.Alg) + " EK certificate"
 		}
 	}
 	if h >= ChainIndexFirst && h <= ChainIndexLast {
@@ -176,13 +176,21 @@ func Describe(im *nv.Image) (*Report, error) {
 		r.Indices = append(r.Indices, ir)
 	}
 	sort.Slice(r.Indices, func(i, j int) bool { return r.Indices[i].Handle < r.Indices[j].Handle })
-	for _, alg := range ek.Algs {
+	for _, t := range ek.EKTypes {
+		alg := t.Alg
+		// The low-range EKs always; the others where a certificate is.
+		if (alg != ek.RSA2048 && alg != ek.ECCP256) && im.LookupIndex(t.Index) == nil {
+			continue
+		}
+		if CheckEK(im.Profile, alg) != nil {
+			continue
+		}
 		k, pub, err := DerivePublic(im, alg)
 		if err != nil {
 			return nil, err
 		}
-		er := EKReport{Alg: string(alg), Name: hex.EncodeToString(k.Name), KeySHA256: KeyFingerprint(pub), CertIndex: fmt.Sprintf("0x%08x", CertIndex[alg])}
-		if ix := im.LookupIndex(CertIndex[alg]); ix != nil {
+		er := EKReport{Alg: string(alg), Name: hex.EncodeToString(k.Name), KeySHA256: KeyFingerprint(pub), CertIndex: fmt.Sprintf("0x%08x", CertIndex(alg))}
+		if ix := im.LookupIndex(CertIndex(alg)); ix != nil {
 			m := false
 			if c, err := x509.ParseCertificate(ix.Data); err == nil {
 				m = KeyFingerprint(c.PublicKey) == er.KeySHA256
@@ -263,7 +271,7 @@ func Verify(im *nv.Image, o VerifyOptions) []string {
 		}
 	}
 	for _, alg := range o.Algs {
-		h := CertIndex[alg]
+		h := CertIndex(alg)
 		ix := im.LookupIndex(h)
 		if ix == nil {
 			f = append(f, fmt.Sprintf("%s: no EK certificate at NV index 0x%08x", alg, h))
