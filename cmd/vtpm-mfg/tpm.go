@@ -315,6 +315,30 @@ Example:
 	}
 }
 
+var persistFlag = &cli.StringFlag{Name: "persist", Usage: "also make keys persistent, comma-separated: `ek` (each certified EK at its TCG Provisioning Guidance handle: RSA 0x81010001, ECC 0x81010002), srk (the storage root key systemd creates at 0x81000001: ECC NIST P-256, SHA-256, AES-128-CFB, restricted decrypt, noDA, attributes 0x00030472)"}
+
+// parsePersist reads --persist.
+func parsePersist(s string, algs []ek.Alg) (pipeline.Persist, error) {
+	var p pipeline.Persist
+	for _, f := range strings.Split(s, ",") {
+		switch strings.TrimSpace(f) {
+		case "":
+		case "ek":
+			p.EK = true
+			for _, a := range algs {
+				if _, err := pipeline.EKHandle(a); err != nil {
+					return p, usagef("--persist ek: %v", err)
+				}
+			}
+		case "srk":
+			p.SRK = true
+		default:
+			return p, usagef("--persist: %q is neither ek nor srk", f)
+		}
+	}
+	return p, nil
+}
+
 // checkAlgs refuses EK types the profile's TPM build cannot create.
 func checkAlgs(p *nv.Profile, algs []ek.Alg) error {
 	for _, a := range algs {
@@ -425,6 +449,7 @@ Examples:
 			&cli.StringFlag{Name: "ek", Value: "rsa2048,ecc-p256", Usage: "EK types to certify, comma-separated: template names L-1 L-2 H-1 H-2 H-3 H-6 H-7 or rsa2048 (L-1), ecc-p256 (L-2), ecc-p384 (H-3), rsa3072 (H-6), rsa4096 (H-7); H-4 and H-5 need SHA-512 / SM3, which the SVSM builds lack"},
 			&cli.StringFlag{Name: "format", Value: "state", Usage: "state (encrypted state image) or nvchip (raw NV image)"},
 			containerFlag, strengthFlag, zeroFreeFlag,
+			persistFlag,
 			&cli.StringFlag{Name: "cert-dir", Usage: "also write the certificates and EK public keys (PEM) into `DIR`"},
 			sizeFlag, forceFlag, jsonFlag),
 		Action: func(c *cli.Context) error {
@@ -472,7 +497,11 @@ Examples:
 			}
 			// Every output is checked before any work and written all
 			// together, or not at all.
-			job := pipeline.Job{Profile: p, Algs: algs, Container: cf, Create: co, Key: key, Output: out, CertDir: c.String("cert-dir"), Force: c.Bool("force")}
+			persist, err := parsePersist(c.String("persist"), algs)
+			if err != nil {
+				return err
+			}
+			job := pipeline.Job{Profile: p, Algs: algs, Container: cf, Create: co, Key: key, Output: out, CertDir: c.String("cert-dir"), Force: c.Bool("force"), Persist: persist}
 			if err := job.CheckOutputs(); err != nil {
 				return err
 			}

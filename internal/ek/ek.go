@@ -78,8 +78,10 @@ type Key struct {
 	Public tpm2.TPMTPublic
 	// Name is nameAlg || H_nameAlg(TPMT_PUBLIC), as the TPM computes it.
 	Name []byte
-	// Primes are the RSA primes in generation order (for tests).
+	// Primes are the RSA primes in generation order.
 	Primes []*big.Int
+	// ECCPrivate is the ECC private scalar d (curve size, big-endian).
+	ECCPrivate []byte
 	drbg   *DRBG
 	// digestSize is the digest size of the nameAlg, the size of the
 	// seedValue CryptCreateObject draws.
@@ -142,4 +144,42 @@ func (k *Key) SeedValue(shProof, ehProof []byte) []byte {
 		k.drbg.AdditionalData(ehProof)
 	}
 	return k.drbg.Generate(k.digestSize)
+}
+
+// RSAPrivate returns the RSA private area as the TPM keeps it
+// (PackExponent): five values of half the modulus size, big-endian, in
+// the order of the TPM's storage slots: the second prime found, the first
+// prime found (MakePgreaterThanQ swaps only the pointers), then dP and dQ
+// for the larger and the smaller prime, and qInv = smaller^-1 mod larger.
+func (k *Key) RSAPrivate() ([]byte, error) {
+	if len(k.Primes) != 2 {
+		return nil, fmt.Errorf("ek: not an RSA key")
+	}
+	second, first := k.Primes[1], k.Primes[0]
+	p, q := second, first
+	if p.Cmp(q) < 0 {
+		p, q = q, p
+	}
+	n, err := k.Public.Unique.RSA()
+	if err != nil {
+		return nil, err
+	}
+	half := len(n.Buffer) / 2
+	r, _ := k.Public.Parameters.RSADetail()
+	e := big.NewInt(int64(r.Exponent))
+	if r.Exponent == 0 {
+		e = big.NewInt(rsaExp65)
+	}
+	one := big.NewInt(1)
+	dp := new(big.Int).ModInverse(e, new(big.Int).Sub(p, one))
+	dq := new(big.Int).ModInverse(e, new(big.Int).Sub(q, one))
+	qinv := new(big.Int).ModInverse(q, p)
+	if dp == nil || dq == nil || qinv == nil {
+		return nil, fmt.Errorf("ek: RSA private exponents do not exist")
+	}
+	out := make([]byte, 0, 5*half)
+	for _, v := range []*big.Int{second, first, dp, dq, qinv} {
+		out = append(out, v.FillBytes(make([]byte, half))...)
+	}
+	return out, nil
 }

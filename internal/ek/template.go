@@ -63,10 +63,12 @@ func DeriveTemplate(seed []byte, tmpl tpm2.TPMTPublic, mode CandidateMode, opt *
 			trialEncryptionDraws(r, new(big.Int).SetBytes(n))
 		}
 	default:
-		x, y, err := eccPoint(spec.curve, r.Generate(spec.curve.drawBytes()))
+		draw := r.Generate(spec.curve.drawBytes())
+		x, y, err := eccPoint(spec.curve, draw)
 		if err != nil {
 			return nil, err
 		}
+		k.ECCPrivate = eccScalar(spec.curve, draw)
 		k.Public.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
 			X: tpm2.TPM2BECCParameter{Buffer: x}, Y: tpm2.TPM2BECCParameter{Buffer: y}})
 	}

@@ -100,12 +100,12 @@ func (im *Image) counts() (persistent, counters int) {
 }
 
 // testSpace mirrors NvTestSpace for an index of the given entry size.
-func (im *Image) testSpace(size int, isCounter bool) error {
+func (im *Image) testSpace(size int, isIndex, isCounter bool) error {
 	p := im.Profile
 	remain := im.FreeBytes()
 	reserved := 4 + p.TerminatorSize
 	persistent, counters := im.counts()
-	if persistent < p.MinEvictObjects {
+	if isIndex && persistent < p.MinEvictObjects {
 		reserved += (p.MinEvictObjects - persistent) * p.EvictObjectSize
 	}
 	if !isCounter && counters < p.MinCounterIndices {
@@ -144,7 +144,7 @@ func (im *Image) DefineIndex(s IndexSpec) error {
 		return fmt.Errorf("NV index 0x%08x: can only be write-locked for good with WRITEDEFINE", s.Handle)
 	}
 	entrySize := p.Index.Size + len(s.Data)
-	if err := im.testSpace(entrySize, false); err != nil {
+	if err := im.testSpace(entrySize, true, false); err != nil {
 		return fmt.Errorf("NV index 0x%08x: %w", s.Handle, err)
 	}
 	nameAlg := s.NameAlg

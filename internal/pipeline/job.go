@@ -29,6 +29,7 @@ type Job struct {
 	Output    string
 	CertDir   string // "" for none
 	Force     bool
+	Persist   Persist
 }
 
 // Manifest describes a manufactured TPM (manufacture --json).
@@ -40,6 +41,7 @@ type Manifest struct {
 	ImageSHA256  string         `json:"image_sha256"`
 	NVChipSHA256 string         `json:"nvchip_sha256"`
 	EKs          []ManifestCert `json:"endorsement_keys"`
+	Persistent   []string       `json:"persistent_handles,omitempty"`
 }
 
 // ManifestCert describes one EK and its certificate.
@@ -90,15 +92,21 @@ func (j *Job) Run() (*Manifest, error) {
 	if err := j.CheckOutputs(); err != nil {
 		return nil, err
 	}
-	im, issued, err := Manufacture(ManufactureOptions{Profile: j.Profile, Algs: j.Algs, CertOptions: j.Cert})
+	im, issued, err := Manufacture(ManufactureOptions{Profile: j.Profile, Algs: j.Algs, CertOptions: j.Cert, Persist: j.Persist})
 	if err != nil {
 		return nil, err
 	}
 	nvb := im.Bytes()
 	defer clear(nvb)
+	var persistent []string
+	for _, e := range im.Entries {
+		if e.Index == nil {
+			persistent = append(persistent, fmt.Sprintf("0x%08x", e.Handle))
+		}
+	}
 	var b atomicfile.Batch
 	defer b.Abort()
-	m := &Manifest{Profile: j.Profile.Name, Output: j.Output, Format: "nvchip", NVChipSHA256: hexSHA256(nvb)}
+	m := &Manifest{Profile: j.Profile.Name, Output: j.Output, Format: "nvchip", NVChipSHA256: hexSHA256(nvb), Persistent: persistent}
 	fill := func(f *os.File) error { _, err := f.Write(nvb); return err }
 	if j.Container != nil {
 		m.Format, m.Container = "state", j.Container.Name()

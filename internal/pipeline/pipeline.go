@@ -157,6 +157,13 @@ type ManufactureOptions struct {
 	Profile *nv.Profile
 	Algs    []ek.Alg
 	CertOptions
+	Persist Persist
+}
+
+// Persist says which keys a manufactured TPM also holds persistently.
+type Persist struct {
+	EK  bool // every certified EK at its TCG handle
+	SRK bool // systemd's storage root key at 0x81000001
 }
 
 // Manufacture creates a fresh NV image with EK certificates for each
@@ -176,6 +183,18 @@ func Manufacture(o ManufactureOptions) (*nv.Image, []Issued, error) {
 	}
 	if o.StoreChain {
 		if err := StoreChain(im, o.CA, !o.NoLock); err != nil {
+			return nil, nil, err
+		}
+	}
+	if o.Persist.EK {
+		for _, alg := range o.Algs {
+			if _, err := PersistEK(im, alg); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	if o.Persist.SRK {
+		if _, err := PersistSRK(im); err != nil {
 			return nil, nil, err
 		}
 	}

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/x509"
@@ -11,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/google/go-tpm/tpm2"
 
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ek"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ekcert"
@@ -28,9 +31,78 @@ type Report struct {
 	PCRBanks     []string          `json:"pcr_banks"`
 	OrderlyState string            `json:"orderly_state"`
 	Indices      []IndexReport     `json:"nv_indices"`
-	Objects      []string          `json:"persistent_objects"`
+	Objects      []ObjectReport    `json:"persistent_objects"`
 	FreeBytes    int               `json:"nv_free_bytes"`
 	EKs          []EKReport        `json:"endorsement_keys"`
+}
+
+// ObjectReport is one persistent object.
+type ObjectReport struct {
+	Handle    string `json:"handle"`
+	Type      string `json:"type"`
+	Hierarchy string `json:"hierarchy"`
+	Name      string `json:"name,omitempty"`
+	KeySHA256 string `json:"public_key_fingerprint,omitempty"`
+	Role      string `json:"role,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+func objectReport(e nv.Entry) ObjectReport {
+	or := ObjectReport{Handle: fmt.Sprintf("0x%08x", e.Handle), Role: persistentRole(e.Handle)}
+	pub, hier, err := nv.ObjectPublic(e)
+	if err != nil {
+		or.Error = err.Error()
+		return or
+	}
+	or.Hierarchy = map[uint32]string{nv.RHEndorsement: "endorsement", nv.RHOwner: "owner", 0x4000000C: "platform"}[hier]
+	if or.Hierarchy == "" {
+		or.Hierarchy = fmt.Sprintf("0x%08x", hier)
+	}
+	or.Type = keyType(pub)
+	if n, err := objectNameOf(pub); err == nil {
+		or.Name = hex.EncodeToString(n)
+	}
+	if k, err := tpm2.Pub(pub); err == nil {
+		or.KeySHA256 = KeyFingerprint(k)
+	}
+	return or
+}
+
+func persistentRole(h uint32) string {
+	if h == SRKHandle {
+		return "storage root key (SRK)"
+	}
+	for alg, eh := range ekHandles {
+		if eh == h {
+			return string(alg) + " EK"
+		}
+	}
+	return ""
+}
+
+func keyType(pub tpm2.TPMTPublic) string {
+	switch pub.Type {
+	case tpm2.TPMAlgRSA:
+		if r, err := pub.Parameters.RSADetail(); err == nil {
+			return fmt.Sprintf("RSA-%d", r.KeyBits)
+		}
+	case tpm2.TPMAlgECC:
+		if e, err := pub.Parameters.ECCDetail(); err == nil {
+			return map[tpm2.TPMECCCurve]string{tpm2.TPMECCNistP256: "ECC NIST P-256", tpm2.TPMECCNistP384: "ECC NIST P-384", tpm2.TPMECCNistP521: "ECC NIST P-521"}[e.CurveID]
+		}
+	}
+	return fmt.Sprintf("type 0x%04x", uint16(pub.Type))
+}
+
+// objectNameOf is nameAlg || H_nameAlg(TPMT_PUBLIC).
+func objectNameOf(pub tpm2.TPMTPublic) ([]byte, error) {
+	h, err := hashOf(pub.NameAlg)
+	if err != nil {
+		return nil, err
+	}
+	d := h.New()
+	d.Write(tpm2.Marshal(pub))
+	return append([]byte{byte(pub.NameAlg >> 8), byte(pub.NameAlg)}, d.Sum(nil)...), nil
 }
 
 // IndexReport is one NV index.
@@ -161,7 +233,7 @@ func Describe(im *nv.Image) (*Report, error) {
 	}
 	for _, e := range im.Entries {
 		if e.Index == nil {
-			r.Objects = append(r.Objects, fmt.Sprintf("0x%08x", e.Handle))
+			r.Objects = append(r.Objects, objectReport(e))
 			continue
 		}
 		ix := e.Index
@@ -231,7 +303,18 @@ func (r *Report) Text() string {
 				c.Subject, c.Issuer, c.Serial, c.NotBefore, c.NotAfter, c.Key, c.KeySHA256)
 		}
 	}
-	fmt.Fprintf(&b, "persistent objects: %d %s\n", len(r.Objects), strings.Join(r.Objects, " "))
+	fmt.Fprintf(&b, "persistent objects: %d\n", len(r.Objects))
+	for _, o := range r.Objects {
+		if o.Error != "" {
+			fmt.Fprintf(&b, "  %s  %s\n", o.Handle, o.Error)
+			continue
+		}
+		fmt.Fprintf(&b, "  %s  %-15s %-11s %s  name %s", o.Handle, o.Type, o.Hierarchy, o.KeySHA256, o.Name)
+		if o.Role != "" {
+			fmt.Fprintf(&b, "  [%s]", o.Role)
+		}
+		b.WriteString("\n")
+	}
 	fmt.Fprintf(&b, "NV free:            %d bytes\n", r.FreeBytes)
 	b.WriteString("endorsement keys (derived from the EPS):\n")
 	for _, e := range r.EKs {
@@ -270,6 +353,7 @@ func Verify(im *nv.Image, o VerifyOptions) []string {
 			}
 		}
 	}
+	f = append(f, verifyPersistent(im)...)
 	for _, alg := range o.Algs {
 		h := CertIndex(alg)
 		ix := im.LookupIndex(h)
@@ -302,6 +386,46 @@ func Verify(im *nv.Image, o VerifyOptions) []string {
 		}
 		if res.ChainError != nil {
 			f = append(f, fmt.Sprintf("%s: certificate does not chain to the CA: %v", alg, res.ChainError))
+		}
+	}
+	return f
+}
+
+// verifyPersistent checks that each persisted EK and SRK is exactly the
+// key this TPM derives for its handle.
+func verifyPersistent(im *nv.Image) []string {
+	var f []string
+	for _, e := range im.Entries {
+		if e.Index != nil {
+			continue
+		}
+		pub, _, err := nv.ObjectPublic(e)
+		if err != nil {
+			f = append(f, err.Error())
+			continue
+		}
+		var want *ek.Key
+		what := ""
+		if e.Handle == SRKHandle {
+			what = "SRK"
+			want, err = DeriveSRK(im)
+		} else {
+			for alg, h := range ekHandles {
+				if h == e.Handle {
+					what = string(alg) + " EK"
+					want, err = DeriveEK(im, alg)
+				}
+			}
+		}
+		if what == "" {
+			continue
+		}
+		if err != nil {
+			f = append(f, fmt.Sprintf("persistent %s at 0x%08x: %v", what, e.Handle, err))
+			continue
+		}
+		if !bytes.Equal(tpm2.Marshal(pub), tpm2.Marshal(want.Public)) {
+			f = append(f, fmt.Sprintf("persistent %s at 0x%08x is not the key this TPM derives for it", what, e.Handle))
 		}
 	}
 	return f

@@ -1,0 +1,146 @@
+package pipeline
+
+import (
+	"crypto"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/google/go-tpm/tpm2"
+
+	"github.com/vtpm-mfg/vtpm-mfg/internal/ek"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
+)
+
+// Persistent handles of TCG Provisioning Guidance: the EKs at
+// 0x81010001 (RSA) and 0x81010002 (ECC), the storage root key at
+// 0x81000001. The guidance assigns no handle to the high-range EKs.
+var ekHandles = map[ek.Alg]uint32{ek.RSA2048: 0x81010001, ek.ECCP256: 0x81010002}
+
+// SRKHandle is where systemd and TCG guidance expect the storage root key.
+const SRKHandle = 0x81000001
+
+// EKHandle returns the persistent handle of an EK type.
+func EKHandle(alg ek.Alg) (uint32, error) {
+	if h, ok := ekHandles[alg]; ok {
+		return h, nil
+	}
+	t := ek.EKOf(alg)
+	id := string(alg)
+	if t != nil {
+		id = t.ID + " (" + string(alg) + ")"
+	}
+	return 0, fmt.Errorf("%s: TCG Provisioning Guidance assigns no persistent handle to this EK (only L-1 RSA 0x81010001 and L-2 ECC 0x81010002); persist only those", id)
+}
+
+// SRKTemplate is the storage root key template systemd creates at
+// 0x81000001 (systemd-tpm2-setup, tpm2-util.c): ECC NIST P-256 with
+// SHA-256, restricted decrypt, fixedTPM, fixedParent,
+// sensitiveDataOrigin, userWithAuth, noDA, AES-128-CFB, no scheme, no KDF,
+// unique empty (objectAttributes 0x00030472).
+func SRKTemplate() tpm2.TPMTPublic {
+	return tpm2.TPMTPublic{
+		Type: tpm2.TPMAlgECC, NameAlg: tpm2.TPMAlgSHA256,
+		ObjectAttributes: tpm2.TPMAObject{FixedTPM: true, FixedParent: true, SensitiveDataOrigin: true, UserWithAuth: true,
+			NoDA: true, Restricted: true, Decrypt: true},
+		Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
+			Symmetric: tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgAES,
+				KeyBits: tpm2.NewTPMUSymKeyBits(tpm2.TPMAlgAES, tpm2.TPMKeyBits(128)),
+				Mode:    tpm2.NewTPMUSymMode(tpm2.TPMAlgAES, tpm2.TPMAlgCFB)},
+			Scheme:  tpm2.TPMTECCScheme{Scheme: tpm2.TPMAlgNull},
+			CurveID: tpm2.TPMECCNistP256,
+			KDF:     tpm2.TPMTKDFScheme{Scheme: tpm2.TPMAlgNull},
+		}),
+		Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{}),
+	}
+}
+
+func hashOf(alg tpm2.TPMIAlgHash) (crypto.Hash, error) {
+	switch alg {
+	case tpm2.TPMAlgSHA1:
+		return crypto.SHA1, nil
+	case tpm2.TPMAlgSHA256:
+		return crypto.SHA256, nil
+	case tpm2.TPMAlgSHA384:
+		return crypto.SHA384, nil
+	}
+	return 0, fmt.Errorf("nameAlg 0x%04x", uint16(alg))
+}
+
+// objectSpec turns a derived primary key into the object the TPM
+// persists: a primary key of hierarchy h, its authValue the empty one
+// padded to the nameAlg digest, its qualified name
+// nameAlg || H(h || Name), as TPM2_CreatePrimary then TPM2_EvictControl
+// leave it.
+func objectSpec(k *ek.Key, handle, hierarchy uint32, seedValue []byte) (nv.ObjectSpec, error) {
+	h, err := hashOf(k.Public.NameAlg)
+	if err != nil {
+		return nv.ObjectSpec{}, err
+	}
+	qh := h.New()
+	qh.Write(binary.BigEndian.AppendUint32(nil, hierarchy))
+	qh.Write(k.Name)
+	qname := append(binary.BigEndian.AppendUint16(nil, uint16(k.Public.NameAlg)), qh.Sum(nil)...)
+	attrs := uint32(nv.ObjEvict | nv.ObjPrimary | nv.ObjOccupied)
+	if hierarchy == nv.RHEndorsement {
+		attrs |= nv.ObjEPSHierarchy
+	} else {
+		attrs |= nv.ObjSPSHierarchy
+	}
+	if k.Public.ObjectAttributes.Restricted && k.Public.ObjectAttributes.Decrypt {
+		attrs |= nv.ObjIsParent
+	}
+	o := nv.ObjectSpec{Handle: handle, Attributes: attrs, Public: k.Public, AuthValue: make([]byte, h.Size()),
+		SeedValue: seedValue, Name: k.Name, QName: qname, Hierarchy: hierarchy}
+	if k.Public.Type == tpm2.TPMAlgRSA {
+		if o.Private, err = k.RSAPrivate(); err != nil {
+			return o, err
+		}
+	} else {
+		o.Private = k.ECCPrivate
+	}
+	return o, nil
+}
+
+// PersistEK makes the image's EK of type alg persistent at its TCG
+// handle, as TPM2_CreatePrimary plus TPM2_EvictControl would.
+func PersistEK(im *nv.Image, alg ek.Alg) (uint32, error) {
+	handle, err := EKHandle(alg)
+	if err != nil {
+		return 0, err
+	}
+	k, err := DeriveEK(im, alg)
+	if err != nil {
+		return 0, err
+	}
+	seed := k.SeedValue(im.TPM2B("shProof"), im.TPM2B("ehProof"))
+	o, err := objectSpec(k, handle, nv.RHEndorsement, seed)
+	if err != nil {
+		return 0, err
+	}
+	return handle, im.AddPersistent(o)
+}
+
+// DeriveSRK derives the storage root key (SRKTemplate) from the image's
+// storage primary seed.
+func DeriveSRK(im *nv.Image) (*ek.Key, error) {
+	mode, err := ek.ModeByName(im.Profile.RSACandidate)
+	if err != nil {
+		return nil, err
+	}
+	sps := append([]byte(nil), im.TPM2B("SPSeed")...)
+	defer clear(sps)
+	return ek.DeriveTemplate(sps, SRKTemplate(), mode, nil)
+}
+
+// PersistSRK makes the storage root key persistent at 0x81000001.
+func PersistSRK(im *nv.Image) (uint32, error) {
+	k, err := DeriveSRK(im)
+	if err != nil {
+		return 0, err
+	}
+	o, err := objectSpec(k, SRKHandle, nv.RHOwner, k.SeedValue(nil, nil))
+	if err != nil {
+		return 0, err
+	}
+	return SRKHandle, im.AddPersistent(o)
+}
