@@ -418,12 +418,17 @@ func (e *cmdEnv) manufactureCmd() *cli.Command {
 		Usage:     "create a new vTPM state image with CA-signed EK certificates",
 		UsageText: "vtpm-mfg manufacture (--key-file K | --key-env NAME) --ca-cert C --ca-key CK -o IMAGE [options]",
 		Description: `Manufactures a TPM offline: fresh random seeds and proofs (the image the
-TPM's own TPM_Manufacture writes for the chosen build), the EKs of TCG
-templates L-1 (RSA-2048) and L-2 (ECC P-256) derived from the new
-endorsement seed, one certificate per EK signed by your CA, stored in
-platform NV indices 0x01C00002 / 0x01C0000A (attributes 0x42072001, then
-WRITTEN, and WRITELOCKED unless --no-lock), and the NVChip encrypted into a
-new state image. Nothing is written unless every step succeeds.
+TPM's own TPM_Manufacture writes for the chosen build), the EKs derived
+from the new endorsement seed (TCG templates L-1 RSA-2048 and L-2 ECC
+P-256 by default; --ek adds the high-range H-1, H-2, H-3 ECC P-384, H-6
+RSA-3072 and H-7 RSA-4096), one certificate per EK signed by your CA,
+stored in the template's platform NV index (0x01C00002, 0x01C0000A,
+0x01C00012..0x01C0001E; attributes 0x42072001, then WRITTEN, and
+WRITELOCKED unless --no-lock), and the NVChip encrypted into a new state
+image. With --persist ek,srk the EKs are also persistent at 0x81010001
+(RSA) and 0x81010002 (ECC), and systemd's storage root key at
+0x81000001, as TPM2_EvictControl stores them. Nothing is written unless
+every step succeeds.
 
 The state image is the container the profile's SVSM reads:
   svsm-poc   BlockFS: XTS-AES-256 sectors, 16 MiB sparse by default
@@ -442,6 +447,8 @@ Examples:
       --ca-cert ca.pem --ca-key ca.key -o state.img
   vtpm-mfg manufacture --key-env STATE_KEY --ca-cert ca.pem --ca-key ca.key \
       -o state.img --cert-dir certs --json
+  vtpm-mfg manufacture --key-file state.key --ca-cert ca.pem --ca-key ca.key -o state.img \
+      --ek L-1,L-2,H-3,H-7 --persist ek,srk
   vtpm-mfg manufacture --profile svsm-2026 --format nvchip --ca-cert ca.pem --ca-key ca.key -o NVChip`,
 		Flags: append(append(keyFlags("", "state key"), certFlags()...),
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "state image (or NVChip) `FILE` to create"},
