@@ -240,3 +240,25 @@ func TestBatchAllOrNothing(t *testing.T) {
 		t.Errorf("mode %v", st.Mode())
 	}
 }
+
+// --force replaces regular files only, never a device, a FIFO or a
+// directory.
+func TestCreateNeverReplacesSpecialFiles(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Skip(err)
+	}
+	os.Mkdir(filepath.Join(dir, "d"), 0o755)
+	for _, p := range []string{fifo, filepath.Join(dir, "d")} {
+		if err := Create(p, 0o600, true, content("x")); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+	if st, _ := os.Lstat(fifo); st.Mode()&os.ModeNamedPipe == 0 {
+		t.Error("the FIFO was replaced")
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 2 {
+		t.Errorf("left behind: %v", ents)
+	}
+}

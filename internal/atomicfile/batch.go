@@ -47,11 +47,17 @@ func (b *Batch) MkdirAll(dir string) error {
 // Check fails if path exists and may not be overwritten: call it for
 // every output before any work, so that nothing is written in vain.
 func Check(path string, overwrite bool) error {
-	if overwrite {
+	st, err := os.Lstat(path)
+	if err != nil {
 		return nil
 	}
-	if _, err := os.Lstat(path); err == nil {
+	if !overwrite {
 		return fmt.Errorf("%s: %w (use --force to replace it)", path, ErrExists)
+	}
+	// Only regular files are replaced: never a device (/dev/null), FIFO,
+	// socket, directory or the link itself.
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s: is not a regular file (%s); refusing to replace it even with --force", path, kind(st.Mode()))
 	}
 	return nil
 }
@@ -140,4 +146,20 @@ func (b *Batch) Abort() {
 		os.Remove(b.dirs[i]) // only if empty
 	}
 	b.staged, b.dirs = nil, nil
+}
+
+func kind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeDir != 0:
+		return "a directory"
+	case m&fs.ModeSymlink != 0:
+		return "a symbolic link"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	}
+	return "a special file"
 }
