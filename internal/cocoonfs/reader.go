@@ -85,7 +85,8 @@ type reader struct {
 	sh         *staticHeader
 	mh         *mutableHeader
 	g          treeGeom
-	tree       []Extent // authentication tree extents
+	tree       []Extent // authentication tree extents, in list order
+	treeSorted []Extent // the same, by physical position
 	treeData   []byte
 	bitmap     []uint64
 	skip       []Extent // allocated but digested as unallocated: journal head, aux extents
@@ -189,6 +190,13 @@ func (r *reader) open() error {
 	if err != nil {
 		return fmt.Errorf("allocation bitmap extents: %w", err)
 	}
+	r.treeSorted = append([]Extent(nil), r.tree...)
+	sort.Slice(r.treeSorted, func(i, j int) bool { return r.treeSorted[i].Begin < r.treeSorted[j].Begin })
+	for i := 1; i < len(r.treeSorted); i++ {
+		if r.treeSorted[i].Begin < r.treeSorted[i-1].End() {
+			return errors.New("authentication tree extents overlap")
+		}
+	}
 	var treeABs uint64
 	align := uint64(1) << l.ioAlignLog2()
 	for _, e := range r.tree {
@@ -261,7 +269,7 @@ func (r *reader) isAllocated(p uint64) bool {
 // its physical location, skipping the authentication tree's extents.
 func (r *reader) physOfDataAB(d uint64) uint64 {
 	p := d
-	for _, e := range r.tree { // sorted by the order of the list
+	for _, e := range r.treeSorted {
 		if e.Begin <= p {
 			p += e.Len
 		}
@@ -271,7 +279,7 @@ func (r *reader) physOfDataAB(d uint64) uint64 {
 
 func (r *reader) dataOfPhysAB(p uint64) uint64 {
 	d := p
-	for _, e := range r.tree {
+	for _, e := range r.treeSorted {
 		if e.End() <= p {
 			d -= e.Len
 		}

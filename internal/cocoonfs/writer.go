@@ -365,7 +365,7 @@ func Write(opts WriteOptions) ([]byte, error) {
 	m.Write([]byte{0, authSubjectIndexNode})
 	mh.preauth = m.Sum(nil)
 
-	r := &reader{img: img, l: l, ab: int(ab), k: k, mh: mh, g: g, tree: []Extent{treeExt}, bitmap: bitmap,
+	r := &reader{img: img, l: l, ab: int(ab), k: k, mh: mh, g: g, tree: []Extent{treeExt}, treeSorted: []Extent{treeExt}, bitmap: bitmap,
 		skip: append([]Extent{jh}, auxExts...), headerEnd: me.End()}
 	r.dataBlocks = (imageABs - treeExt.Len + 1<<g.aLog2 - 1) >> g.aLog2
 	if r.dataBlocks > g.maxCovered() {
