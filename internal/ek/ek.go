@@ -82,7 +82,7 @@ type Key struct {
 	Primes []*big.Int
 	// ECCPrivate is the ECC private scalar d (curve size, big-endian).
 	ECCPrivate []byte
-	drbg   *DRBG
+	drbg       *DRBG
 	// digestSize is the digest size of the nameAlg, the size of the
 	// seedValue CryptCreateObject draws.
 	digestSize int

@@ -370,3 +370,10 @@ func isDecryptScheme(typ tpm2.TPMIAlgPublic, s tpm2.TPMAlgID) bool {
 	}
 	return false
 }
+
+// ObjectName returns the Name of a public area: nameAlg ||
+// H_nameAlg(TPMT_PUBLIC).
+func ObjectName(pub tpm2.TPMTPublic) ([]byte, error) { return objectName(&pub) }
+
+// NameHash returns the hash of a nameAlg the TPM builds implement.
+func NameHash(alg tpm2.TPMIAlgHash) (crypto.Hash, error) { return nameHash(alg) }

@@ -32,6 +32,24 @@ type VM struct {
 	Line      int    `json:"-"`
 }
 
+// set assigns a manifest column.
+func (vm *VM) set(column, v string) {
+	switch column {
+	case "name":
+		vm.Name = v
+	case "profile":
+		vm.Profile = v
+	case "container":
+		vm.Container = v
+	case "size":
+		vm.Size = v
+	case "ek":
+		vm.EK = v
+	case "key_file":
+		vm.KeyFile = v
+	}
+}
+
 var columns = map[string]bool{"name": true, "profile": true, "container": true, "size": true, "ek": true, "key_file": true}
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
@@ -104,21 +122,7 @@ func parseCSV(path string, data []byte) ([]VM, error) {
 		}
 		vm := VM{Line: line}
 		for i, v := range rec {
-			v = strings.TrimSpace(v)
-			switch head[i] {
-			case "name":
-				vm.Name = v
-			case "profile":
-				vm.Profile = v
-			case "container":
-				vm.Container = v
-			case "size":
-				vm.Size = v
-			case "ek":
-				vm.EK = v
-			case "key_file":
-				vm.KeyFile = v
-			}
+			vm.set(head[i], strings.TrimSpace(v))
 		}
 		vms = append(vms, vm)
 	}
@@ -152,20 +156,7 @@ func parseJSONL(path string, data []byte) ([]VM, error) {
 			default:
 				return nil, fmt.Errorf("%s: line %d: field %q must be a string", path, n, k)
 			}
-			switch k {
-			case "name":
-				vm.Name = s
-			case "profile":
-				vm.Profile = s
-			case "container":
-				vm.Container = s
-			case "size":
-				vm.Size = s
-			case "ek":
-				vm.EK = s
-			case "key_file":
-				vm.KeyFile = s
-			}
+			vm.set(k, s)
 		}
 		vms = append(vms, vm)
 	}

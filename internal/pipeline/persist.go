@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"crypto"
 	"encoding/binary"
 	"fmt"
 
@@ -54,25 +53,13 @@ func SRKTemplate() tpm2.TPMTPublic {
 	}
 }
 
-func hashOf(alg tpm2.TPMIAlgHash) (crypto.Hash, error) {
-	switch alg {
-	case tpm2.TPMAlgSHA1:
-		return crypto.SHA1, nil
-	case tpm2.TPMAlgSHA256:
-		return crypto.SHA256, nil
-	case tpm2.TPMAlgSHA384:
-		return crypto.SHA384, nil
-	}
-	return 0, fmt.Errorf("nameAlg 0x%04x", uint16(alg))
-}
-
 // objectSpec turns a derived primary key into the object the TPM
 // persists: a primary key of hierarchy h, its authValue the empty one
 // padded to the nameAlg digest, its qualified name
 // nameAlg || H(h || Name), as TPM2_CreatePrimary then TPM2_EvictControl
 // leave it.
 func objectSpec(k *ek.Key, handle, hierarchy uint32, seedValue []byte) (nv.ObjectSpec, error) {
-	h, err := hashOf(k.Public.NameAlg)
+	h, err := ek.NameHash(k.Public.NameAlg)
 	if err != nil {
 		return nv.ObjectSpec{}, err
 	}

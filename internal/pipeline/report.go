@@ -59,7 +59,7 @@ func objectReport(e nv.Entry) ObjectReport {
 		or.Hierarchy = fmt.Sprintf("0x%08x", hier)
 	}
 	or.Type = keyType(pub)
-	if n, err := objectNameOf(pub); err == nil {
+	if n, err := ek.ObjectName(pub); err == nil {
 		or.Name = hex.EncodeToString(n)
 	}
 	if k, err := tpm2.Pub(pub); err == nil {
@@ -92,17 +92,6 @@ func keyType(pub tpm2.TPMTPublic) string {
 		}
 	}
 	return fmt.Sprintf("type 0x%04x", uint16(pub.Type))
-}
-
-// objectNameOf is nameAlg || H_nameAlg(TPMT_PUBLIC).
-func objectNameOf(pub tpm2.TPMTPublic) ([]byte, error) {
-	h, err := hashOf(pub.NameAlg)
-	if err != nil {
-		return nil, err
-	}
-	d := h.New()
-	d.Write(tpm2.Marshal(pub))
-	return append([]byte{byte(pub.NameAlg >> 8), byte(pub.NameAlg)}, d.Sum(nil)...), nil
 }
 
 // IndexReport is one NV index.
