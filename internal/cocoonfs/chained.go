@@ -69,9 +69,8 @@ func (a *chainedAuth) tag(l Layout, ext []byte, hdr int, first bool, prevTag, iv
 
 // readChained decrypts a chained-extents entity starting at first. read
 // returns an extent's bytes (already authenticated by the caller where the
-// entity has no inline authentication). It returns the payload and the
-// extents the entity occupies.
-func readChained(l Layout, c cipher.Block, auth *chainedAuth, hdr int, first Extent, read func(Extent) ([]byte, error)) ([]byte, []Extent, error) {
+// entity has no inline authentication). It returns the payload.
+func readChained(l Layout, c cipher.Block, auth *chainedAuth, hdr int, first Extent, read func(Extent) ([]byte, error)) ([]byte, error) {
 	var pt []byte
 	var exts []Extent
 	var prevTag, iv []byte
@@ -82,22 +81,22 @@ func readChained(l Layout, c cipher.Block, auth *chainedAuth, hdr int, first Ext
 	cur, ok := first, true
 	for ok {
 		if len(exts) > 1<<16 {
-			return nil, nil, errors.New("chained extents: list too long")
+			return nil, errors.New("chained extents: list too long")
 		}
 		for _, e := range exts {
 			if e.Begin < cur.End() && cur.Begin < e.End() {
-				return nil, nil, errors.New("chained extents: loop")
+				return nil, errors.New("chained extents: loop")
 			}
 		}
 		exts = append(exts, cur)
 		ext, err := read(cur)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		isFirst := len(exts) == 1
 		n := chainedPayloadLen(len(ext), hdr, tagLen, isFirst)
 		if n < 8 || (!isFirst && n == 8) {
-			return nil, nil, errors.New("chained extents: extent too short")
+			return nil, errors.New("chained extents: extent too short")
 		}
 		p := 0
 		if isFirst {
@@ -106,7 +105,7 @@ func readChained(l Layout, c cipher.Block, auth *chainedAuth, hdr int, first Ext
 		if auth != nil {
 			want := auth.tag(l, ext, hdr, isFirst, prevTag, iv)
 			if !hmac.Equal(want, ext[p:p+tagLen]) {
-				return nil, nil, errAuth
+				return nil, errAuth
 			}
 			prevTag = want
 		}
@@ -120,24 +119,15 @@ func readChained(l Layout, c cipher.Block, auth *chainedAuth, hdr int, first Ext
 		var ind bool
 		cur, ind, ok = decodeExtentPtr(binary.LittleEndian.Uint64(out))
 		if ok && ind {
-			return nil, nil, errors.New("chained extents: indirect link")
+			return nil, errors.New("chained extents: indirect link")
 		}
 		pt = append(pt, out[8:]...)
 	}
 	payload, err := unpad(pt)
 	if err != nil {
-		return nil, nil, fmt.Errorf("chained extents: %w", err)
+		return nil, fmt.Errorf("chained extents: %w", err)
 	}
-	return payload, exts, nil
-}
-
-// chainedCapacity is the payload bytes a chain over exts can hold.
-func chainedCapacity(exts []Extent, ab, hdr, tagLen int) int {
-	total := 0
-	for i, e := range exts {
-		total += chainedPayloadLen(int(e.Len)*ab, hdr, tagLen, i == 0) - 8
-	}
-	return total
+	return payload, nil
 }
 
 // writeChained encrypts payload into the chain exts (whose capacity must
@@ -214,5 +204,3 @@ func extentsListAuth(k *keys, inode uint64) *chainedAuth {
 	aad = append(aad, 0, 2)
 	return &chainedAuth{mac: k.hmac(k.l.PreauthHMAC, inode, subdomainExtentsList, purposePreauth), aad: aad}
 }
-
-func hmacNew(alg uint16, key []byte) hash.Hash { return hmac.New(mustHash(alg).New, key) }

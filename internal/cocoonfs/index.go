@@ -34,11 +34,6 @@ type internalNode struct {
 
 func maxLeafEntries(l Layout) int     { return (blockPayloadLen(l.leafNodeSize()) - 12) / 20 }
 func maxInternalEntries(l Layout) int { return (blockPayloadLen(l.internalNodeSize()) - 12) / 16 }
-func minLeafEntries(l Layout) int     { return (maxLeafEntries(l) + 1) / 2 }
-func minInternalEntries(l Layout) int {
-	m := maxInternalEntries(l)
-	return m/2 - (1 - m&1)
-}
 
 func decodeLeaf(l Layout, b []byte) (*leafNode, error) {
 	m := maxLeafEntries(l)

@@ -68,9 +68,6 @@ func Detect(head []byte) Kind {
 	return KindUnknown
 }
 
-// ReadMkfsInfo decodes a creation info header.
-func ReadMkfsInfo(img []byte) (*MkfsInfo, error) { return decodeMkfsInfoHeader(img) }
-
 // ErrJournalActive reports an image with a pending journal transaction.
 var ErrJournalActive = errors.New("the filesystem journal holds a pending transaction (the SVSM stopped in the middle of an update); boot the VM once so that the SVSM replays it, then try again")
 
@@ -93,7 +90,8 @@ type reader struct {
 	headerEnd  uint64
 	dataBlocks uint64
 	auxPayload []byte
-	dataMAC    hash.Hash // keyed data block HMAC, reset before each use
+	dataMAC    hash.Hash  // keyed data block HMAC, reset before each use
+	indexRoot  indexEntry // inode 3, from the entry leaf
 }
 
 func (r *reader) extent(e Extent) ([]byte, error) {
@@ -165,8 +163,7 @@ func (r *reader) open() error {
 	if !hmac.Equal(m.Sum(nil), mh.preauth) {
 		return ErrWrongKey
 	}
-	idxCipher := l.newCipher(r.k.derive(InodeIndexRoot, subdomainData, purposeEncryption))
-	entry, err := decodeLeaf(l, decryptBlock(idxCipher, leafBytes))
+	entry, err := decodeLeaf(l, decryptBlock(r.cipherFor(InodeIndexRoot, subdomainData), leafBytes))
 	if err != nil {
 		return fmt.Errorf("inode index entry leaf: %w", err)
 	}
@@ -180,6 +177,9 @@ func (r *reader) open() error {
 		if _, ok := special[n]; !ok {
 			return fmt.Errorf("inode index entry leaf lacks inode %d", n)
 		}
+	}
+	if r.indexRoot = special[InodeIndexRoot]; r.indexRoot.indirect {
+		return errors.New("inode index root must be a direct extent")
 	}
 	// Authentication tree and bitmap extents (inline authenticated lists).
 	r.tree, err = r.specialExtents(special[InodeAuthTree])
@@ -228,8 +228,8 @@ func (r *reader) open() error {
 		if e.Begin%(1<<r.g.aLog2) != 0 || e.Len%(1<<r.g.aLog2) != 0 || e.Len%(1<<l.BitmapFileBlockLog2) != 0 {
 			return errors.New("allocation bitmap extents are not aligned")
 		}
-		for db := e.Begin; db < e.End(); db += 1 << r.g.aLog2 {
-			if err := r.authDataBlockAt(db, true); err != nil {
+		for p := e.Begin; p < e.End(); p += 1 << r.g.aLog2 {
+			if err := r.authDataBlock(r.dataOfPhysAB(p)>>r.g.aLog2, true); err != nil {
 				return fmt.Errorf("allocation bitmap: %w", err)
 			}
 		}
@@ -253,7 +253,7 @@ func (r *reader) open() error {
 	}
 	// Authenticate every data block of the image.
 	for db := uint64(0); db < r.dataBlocks; db++ {
-		if err := r.authDataBlock(db); err != nil {
+		if err := r.authDataBlock(db, false); err != nil {
 			return err
 		}
 	}
@@ -286,14 +286,6 @@ func (r *reader) dataOfPhysAB(p uint64) uint64 {
 	}
 	return d
 }
-
-// authDataBlockAt authenticates the data block holding physical AB p.
-func (r *reader) authDataBlockAt(p uint64, allAllocated bool) error {
-	db := r.dataOfPhysAB(p) >> r.g.aLog2
-	return r.authDataBlockWith(db, allAllocated)
-}
-
-func (r *reader) authDataBlock(db uint64) error { return r.authDataBlockWith(db, false) }
 
 func (r *reader) inSkip(p uint64) bool {
 	for _, e := range r.skip {
@@ -329,7 +321,10 @@ func (r *reader) dataBlockDigest(db uint64, allAllocated bool) []byte {
 	return m.Sum(nil)
 }
 
-func (r *reader) authDataBlockWith(db uint64, allAllocated bool) error {
+// authDataBlock checks data block db against its leaf digest; with
+// allAllocated, every Allocation Block in it counts as allocated (the
+// bitmap's own blocks, before the bitmap is known).
+func (r *reader) authDataBlock(db uint64, allAllocated bool) error {
 	leaf := r.g.nodeAt(db, 0)
 	off := int(leaf) << (r.g.nodeABLog2) * r.ab
 	i := int(db & (1<<r.g.dLog2 - 1))
@@ -444,14 +439,13 @@ func (r *reader) specialExtents(e indexEntry) ([]Extent, error) {
 		return []Extent{e.ext}, nil
 	}
 	c := r.l.newCipher(r.k.derive(e.inode, subdomainExtentsList, purposeEncryption))
-	p, chain, err := readChained(r.l, c, extentsListAuth(r.k, e.inode), 0, e.ext, r.extent)
+	p, err := readChained(r.l, c, extentsListAuth(r.k, e.inode), 0, e.ext, r.extent)
 	if err != nil {
 		if errors.Is(err, errAuth) {
 			return nil, ErrWrongKey
 		}
 		return nil, err
 	}
-	_ = chain
 	exts, n, err := decodeExtentsList(p)
 	if err != nil {
 		return nil, err
@@ -462,7 +456,7 @@ func (r *reader) specialExtents(e indexEntry) ([]Extent, error) {
 	return exts, nil
 }
 
-// decryptEntity is a cipher for an inode's data or extents list.
+// cipherFor is the cipher of an inode's data or extents list.
 func (r *reader) cipherFor(inode uint64, sub uint32) cipher.Block {
 	return r.l.newCipher(r.k.derive(inode, sub, purposeEncryption))
 }
@@ -471,17 +465,7 @@ func (r *reader) cipherFor(inode uint64, sub uint32) cipher.Block {
 func (r *reader) fs() (*FS, error) {
 	l := r.l
 	idxCipher := r.cipherFor(InodeIndexRoot, subdomainData)
-	leafBytes, _ := r.extent(Extent{r.mh.entryLeaf, 1 << l.IndexLeafLog2})
-	entry, _ := decodeLeaf(l, decryptBlock(idxCipher, leafBytes))
-	var rootExt Extent
-	for _, e := range entry.entries {
-		if e.inode == InodeIndexRoot {
-			if e.indirect {
-				return nil, errors.New("inode index root must be a direct extent")
-			}
-			rootExt = e.ext
-		}
-	}
+	rootExt := r.indexRoot.ext
 	var all []indexEntry
 	visited := 0
 	var leaves []uint64
@@ -596,7 +580,7 @@ func (r *reader) readFile(e indexEntry) ([]byte, error) {
 			}
 			return r.extent(x)
 		}
-		p, _, err := readChained(r.l, r.cipherFor(e.inode, subdomainExtentsList), nil, 0, e.ext, read)
+		p, err := readChained(r.l, r.cipherFor(e.inode, subdomainExtentsList), nil, 0, e.ext, read)
 		if err != nil {
 			return nil, fmt.Errorf("extents list: %w", err)
 		}

@@ -203,18 +203,17 @@ func Write(opts WriteOptions) ([]byte, error) {
 		}
 	}
 	preauthLen := digestLen(l.PreauthHMAC)
-	treeList := encodeExtentsList([]Extent{treeExt})
-	bmList := encodeExtentsList([]Extent{bmExt})
 	// The tree and bitmap are referenced directly when they fit an extent
 	// pointer (as the reference does), else through an inline
 	// authenticated extents list.
+	specialLists := [2][]byte{encodeExtentsList([]Extent{treeExt}), encodeExtentsList([]Extent{bmExt})}
 	for i, ext := range []Extent{treeExt, bmExt} {
 		entries[i].hasExtent = true
 		if ext.Len <= maxExtentPtrBlocks {
 			entries[i].ext = ext
 			continue
 		}
-		entries[i].ext, entries[i].indirect = chainFor(len(encodeExtentsList([]Extent{ext})), preauthLen), true
+		entries[i].ext, entries[i].indirect = chainFor(len(specialLists[i]), preauthLen), true
 	}
 	entries[2].ext, entries[2].hasExtent = Extent{rootLoc, rootABs}, true
 	type fileLayout struct {
@@ -276,15 +275,12 @@ func Write(opts WriteOptions) ([]byte, error) {
 	}
 
 	// Extents lists of the authentication tree and the bitmap.
-	for _, c := range []struct {
-		e    *entry
-		list []byte
-	}{{entries[0], treeList}, {entries[1], bmList}} {
-		if !c.e.indirect {
+	for i, e := range entries[:2] {
+		if !e.indirect {
 			continue
 		}
-		ch := l.newCipher(k.derive(c.e.inode, subdomainExtentsList, purposeEncryption))
-		put(c.e.ext, writeChained(l, ch, extentsListAuth(k, c.e.inode), nil, []Extent{c.e.ext}, c.list, fill)[0])
+		ch := l.newCipher(k.derive(e.inode, subdomainExtentsList, purposeEncryption))
+		put(e.ext, writeChained(l, ch, extentsListAuth(k, e.inode), nil, []Extent{e.ext}, specialLists[i], fill)[0])
 	}
 
 	// Files.
@@ -428,5 +424,3 @@ func split(n, m int) []int {
 	}
 	return out
 }
-
-var _ = cipher.NewCBCEncrypter
