@@ -37,7 +37,7 @@ func (b *Batch) MkdirAll(dir string) error {
 	}
 	for _, d := range missing {
 		if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s: %s", d, errText(err))
+			return fmt.Errorf("%s: %s", d, ErrText(err))
 		}
 		b.dirs = append(b.dirs, d)
 	}
@@ -70,7 +70,7 @@ func (b *Batch) Add(path string, mode fs.FileMode, overwrite bool, fill func(f *
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, tmpPrefix(path)+"*")
 	if err != nil {
-		return fmt.Errorf("%s: cannot create a file in %s: %s", path, dir, errText(err))
+		return fmt.Errorf("%s: cannot create a file in %s: %s", path, dir, ErrText(err))
 	}
 	defer func() {
 		if err != nil {
@@ -79,20 +79,20 @@ func (b *Batch) Add(path string, mode fs.FileMode, overwrite bool, fill func(f *
 		}
 	}()
 	if err = tmp.Chmod(mode); err != nil {
-		return fmt.Errorf("%s: %s", path, errText(err))
+		return fmt.Errorf("%s: %s", path, ErrText(err))
 	}
 	if err = fill(tmp); err != nil {
 		var pe *fs.PathError
 		if errors.As(err, &pe) {
-			return fmt.Errorf("%s: %s while writing it; nothing was written", path, errText(err))
+			return fmt.Errorf("%s: %s while writing it; nothing was written", path, ErrText(err))
 		}
 		return err
 	}
 	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("%s: %s while syncing it; nothing was written", path, errText(err))
+		return fmt.Errorf("%s: %s while syncing it; nothing was written", path, ErrText(err))
 	}
 	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("%s: %s; nothing was written", path, errText(err))
+		return fmt.Errorf("%s: %s; nothing was written", path, ErrText(err))
 	}
 	b.staged = append(b.staged, staged{tmp: tmp.Name(), target: path, overwrite: overwrite})
 	return nil
@@ -117,7 +117,7 @@ func (b *Batch) Commit() error {
 			if errors.Is(err, fs.ErrExist) {
 				return fmt.Errorf("%s: %w (it appeared meanwhile; nothing was written)", s.target, ErrExists)
 			}
-			return fmt.Errorf("%s: %s; nothing was written", s.target, errText(err))
+			return fmt.Errorf("%s: %s; nothing was written", s.target, ErrText(err))
 		}
 		if !s.overwrite {
 			placed = append(placed, s.target)

@@ -30,7 +30,9 @@ type Rewrite struct {
 // ErrInUse reports a file another process holds a lock on.
 var ErrInUse = errors.New("in use by a running VM or another program; stop it first")
 
-func errText(err error) string {
+// ErrText is an error's message without the path a *PathError or
+// *LinkError adds (callers name the user's file themselves).
+func ErrText(err error) string {
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
 		return pe.Err.Error()
@@ -49,11 +51,11 @@ func tmpPrefix(target string) string { return "." + filepath.Base(target) + ".tm
 func BeginRewrite(path string) (*Rewrite, error) {
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
-		return nil, fmt.Errorf("%s: cannot open: %s", path, errText(err))
+		return nil, fmt.Errorf("%s: cannot open: %s", path, ErrText(err))
 	}
 	st, err := os.Stat(real)
 	if err != nil {
-		return nil, fmt.Errorf("%s: cannot open: %s", path, errText(err))
+		return nil, fmt.Errorf("%s: cannot open: %s", path, ErrText(err))
 	}
 	if st.IsDir() {
 		return nil, fmt.Errorf("%s: is a directory, not an image", path)
@@ -63,7 +65,7 @@ func BeginRewrite(path string) (*Rewrite, error) {
 	}
 	f, err := os.OpenFile(real, os.O_RDWR, 0)
 	if err != nil {
-		return nil, fmt.Errorf("%s: cannot open: %s", path, errText(err))
+		return nil, fmt.Errorf("%s: cannot open: %s", path, ErrText(err))
 	}
 	r := &Rewrite{File: f, path: path, real: real}
 	if err := r.lock(); err != nil {
@@ -89,12 +91,12 @@ func (r *Rewrite) lock() error {
 			return fmt.Errorf("%s: %w", path, ErrInUse)
 		}
 		if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOLCK) {
-			return fmt.Errorf("%s: lock: %s", path, errText(err))
+			return fmt.Errorf("%s: lock: %s", path, ErrText(err))
 		}
 	}
 	held, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("%s: %s", path, errText(err))
+		return fmt.Errorf("%s: %s", path, ErrText(err))
 	}
 	// Another process may have replaced the file between open and lock.
 	if cur, err := os.Stat(r.real); err != nil || !os.SameFile(cur, held) {
@@ -134,7 +136,7 @@ func (r *Rewrite) Close() error { return r.File.Close() }
 func (r *Rewrite) Commit(fill func(tmp *os.File) error) (err error) {
 	path := r.path
 	unchanged := func(what string, e error) error {
-		return fmt.Errorf("%s: %s %s; %s is unchanged", path, errText(e), what, path)
+		return fmt.Errorf("%s: %s %s; %s is unchanged", path, ErrText(e), what, path)
 	}
 	dir := filepath.Dir(r.real)
 	tmp, err := os.CreateTemp(dir, tmpPrefix(r.real)+"*")
@@ -179,23 +181,23 @@ func (r *Rewrite) Commit(fill func(tmp *os.File) error) (err error) {
 func copyMetadata(src, dst *os.File, fi fs.FileInfo) error {
 	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
 		if err := dst.Chown(int(sys.Uid), int(sys.Gid)); err != nil {
-			return fmt.Errorf("its owner %d:%d (%s; run as that user or as root)", sys.Uid, sys.Gid, errText(err))
+			return fmt.Errorf("its owner %d:%d (%s; run as that user or as root)", sys.Uid, sys.Gid, ErrText(err))
 		}
 	}
 	if err := dst.Chmod(fi.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)); err != nil {
-		return fmt.Errorf("its mode (%s)", errText(err))
+		return fmt.Errorf("its mode (%s)", ErrText(err))
 	}
 	names, err := listXattrs(int(src.Fd()))
 	if err != nil {
-		return fmt.Errorf("its extended attributes (%s)", errText(err))
+		return fmt.Errorf("its extended attributes (%s)", ErrText(err))
 	}
 	for _, n := range names {
 		v, err := getXattr(int(src.Fd()), n)
 		if err != nil {
-			return fmt.Errorf("extended attribute %s (%s)", n, errText(err))
+			return fmt.Errorf("extended attribute %s (%s)", n, ErrText(err))
 		}
 		if err := unix.Fsetxattr(int(dst.Fd()), n, v, 0); err != nil {
-			return fmt.Errorf("extended attribute %s (%s)", n, errText(err))
+			return fmt.Errorf("extended attribute %s (%s)", n, ErrText(err))
 		}
 	}
 	return nil

@@ -150,11 +150,7 @@ func readImage(path string, f *os.File) ([]byte, os.FileInfo, error) {
 func openRegular(path string, flag int) (*os.File, error) {
 	st, err := os.Stat(path)
 	if err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
-		}
-		return nil, fmt.Errorf("%s: cannot open state image: %v", path, err)
+		return nil, fmt.Errorf("%s: cannot open state image: %s", path, atomicfile.ErrText(err))
 	}
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s: is not a regular file", path)
@@ -324,8 +320,8 @@ func (cocoon) Update(path string, oldKey, newKey []byte, change func([]byte) ([]
 		return err
 	}
 	if change != nil {
-		if len(markerFindings(fs)) > 0 {
-			return fmt.Errorf("%s: %s; manufacture a new image instead", path, markerFindings(fs)[0])
+		if f := markerFindings(fs); len(f) > 0 {
+			return fmt.Errorf("%s: %s; manufacture a new image instead", path, f[0])
 		}
 		out, err := change(append([]byte(nil), nvb...))
 		if err != nil {

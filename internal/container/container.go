@@ -6,7 +6,6 @@
 package container
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -101,11 +100,7 @@ func Get(name string) (Format, error) {
 func DetectFile(path string) (Format, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
-		}
-		return nil, fmt.Errorf("%s: cannot open state image: %v", path, err)
+		return nil, fmt.Errorf("%s: cannot open state image: %s", path, atomicfile.ErrText(err))
 	}
 	defer f.Close()
 	head := make([]byte, 512)

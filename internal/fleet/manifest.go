@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/container"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/keyfile"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
@@ -69,7 +70,7 @@ type Checks struct {
 func ParseManifest(path string, ck Checks) ([]VM, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %v", path, unwrap(err))
+		return nil, fmt.Errorf("%s: %v", path, atomicfile.ErrText(err))
 	}
 	var vms []VM
 	if t := bytes.TrimSpace(data); len(t) > 0 && t[0] == '{' {
@@ -84,13 +85,6 @@ func ParseManifest(path string, ck Checks) ([]VM, error) {
 		return nil, fmt.Errorf("%s: no VMs", path)
 	}
 	return vms, Check(path, vms, ck)
-}
-
-func unwrap(err error) error {
-	if pe, ok := err.(*os.PathError); ok {
-		return pe.Err
-	}
-	return err
 }
 
 func parseCSV(path string, data []byte) ([]VM, error) {

@@ -84,9 +84,9 @@ const lockName = ".vtpm-mfg-batch.lock"
 func lockDir(dir string) (*os.File, error) {
 	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %v", dir, unwrap(err))
+		return nil, fmt.Errorf("%s: %v", dir, atomicfile.ErrText(err))
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	if err := atomicfile.Lock(f); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%s: another batch run is working on this directory; wait for it or use another --out-dir", dir)
 	}
@@ -98,7 +98,7 @@ func lockDir(dir string) (*os.File, error) {
 func Run(ctx context.Context, vms []VM, opts Options) (*Summary, error) {
 	start := time.Now()
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("%s: %v", opts.Dir, unwrap(err))
+		return nil, fmt.Errorf("%s: %v", opts.Dir, atomicfile.ErrText(err))
 	}
 	lk, err := lockDir(opts.Dir)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ek"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/keyfile"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/pipeline"
@@ -23,7 +24,7 @@ func readRecord(dir string) (*vmRecord, *pipeline.Manifest, error) {
 	for name, v := range map[string]any{"vm.json": &rec, "manifest.json": &m} {
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %v", filepath.Join(dir, name), unwrap(err))
+			return nil, nil, fmt.Errorf("%s: %v", filepath.Join(dir, name), atomicfile.ErrText(err))
 		}
 		if err := json.Unmarshal(b, v); err != nil {
 			return nil, nil, fmt.Errorf("%s: %v", filepath.Join(dir, name), err)
@@ -76,7 +77,7 @@ func VerifyVM(dir string, ca *x509.Certificate, chain []*x509.Certificate) error
 func VMDirs(dir string) ([]string, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %v", dir, unwrap(err))
+		return nil, fmt.Errorf("%s: %v", dir, atomicfile.ErrText(err))
 	}
 	var out []string
 	for _, e := range ents {

@@ -151,7 +151,7 @@ func Encode(nv, key []byte) ([]byte, error) {
 func openImage(path string, flag int) (*os.File, os.FileInfo, error) {
 	st, err := os.Stat(path)
 	if err != nil {
-		return nil, nil, &Error{path, "cannot open state image: " + pathErr(err)}
+		return nil, nil, &Error{path, "cannot open state image: " + atomicfile.ErrText(err)}
 	}
 	if st.IsDir() {
 		return nil, nil, &Error{path, "is a directory, not a state image"}
@@ -161,17 +161,9 @@ func openImage(path string, flag int) (*os.File, os.FileInfo, error) {
 	}
 	f, err := os.OpenFile(path, flag, 0)
 	if err != nil {
-		return nil, nil, &Error{path, "cannot open state image: " + pathErr(err)}
+		return nil, nil, &Error{path, "cannot open state image: " + atomicfile.ErrText(err)}
 	}
 	return f, st, nil
-}
-
-func pathErr(err error) string {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return pe.Err.Error()
-	}
-	return err.Error()
 }
 
 func readHead(f *os.File, path string) ([]byte, error) {
