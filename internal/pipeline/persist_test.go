@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/google/go-tpm/tpm2"
@@ -60,5 +61,37 @@ func TestSRKTemplate(t *testing.T) {
 	}
 	if got := hex.EncodeToString(tpm2.Marshal(SRKTemplate())); got != v.Templates["SRK-ECC"].Template {
 		t.Errorf("SRK template %s, the vectors' SRK-ECC is %s", got, v.Templates["SRK-ECC"].Template)
+	}
+}
+
+// verify notices a persisted EK or SRK that is not this TPM's.
+func TestVerifyPersistedKeys(t *testing.T) {
+	p, _ := nv.Get("svsm-2026")
+	a, err := nv.Manufacture(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := nv.Manufacture(p)
+	for _, im := range []*nv.Image{a, b} {
+		if _, err := PersistEK(im, ek.ECCP256); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := PersistSRK(im); err != nil {
+			t.Fatal(err)
+		}
+	}
+	derive := func(alg ek.Alg) (*ek.Key, error) { return DeriveEK(a, alg) }
+	if f := verifyPersistent(a, derive); len(f) != 0 {
+		t.Fatalf("own keys: %v", f)
+	}
+	// Give a the objects of b.
+	for i, e := range a.Entries {
+		if j := b.Find(e.Handle); e.Index == nil && j >= 0 {
+			a.Entries[i].Object = b.Entries[j].Object
+		}
+	}
+	f := verifyPersistent(a, derive)
+	if len(f) != 2 || !strings.Contains(f[0]+f[1], "ecc-p256 EK at 0x81010002 is not the key") || !strings.Contains(f[0]+f[1], "SRK at 0x81000001") {
+		t.Errorf("foreign keys: %v", f)
 	}
 }

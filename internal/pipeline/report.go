@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/x509"
@@ -342,7 +343,19 @@ func Verify(im *nv.Image, o VerifyOptions) []string {
 			}
 		}
 	}
-	f = append(f, verifyPersistent(im)...)
+	// Each EK is derived once, for its certificate and its persisted copy.
+	derived := map[ek.Alg]*ek.Key{}
+	derive := func(alg ek.Alg) (*ek.Key, error) {
+		if k, ok := derived[alg]; ok {
+			return k, nil
+		}
+		k, err := DeriveEK(im, alg)
+		if err == nil {
+			derived[alg] = k
+		}
+		return k, err
+	}
+	f = append(f, verifyPersistent(im, derive)...)
 	for _, alg := range o.Algs {
 		h := CertIndex(alg)
 		ix := im.LookupIndex(h)
@@ -357,7 +370,11 @@ func Verify(im *nv.Image, o VerifyOptions) []string {
 		if ix.NameAlg != 0x000B || len(ix.AuthValue) != 0 || len(ix.AuthPolicy) != 0 {
 			f = append(f, fmt.Sprintf("%s: NV index 0x%08x must have nameAlg sha256, empty authValue and authPolicy", alg, h))
 		}
-		_, pub, err := DerivePublic(im, alg)
+		var pub crypto.PublicKey
+		k, err := derive(alg)
+		if err == nil {
+			pub, err = k.CryptoPublic()
+		}
 		if err != nil {
 			f = append(f, fmt.Sprintf("%s: cannot derive the EK: %v", alg, err))
 			continue
@@ -382,7 +399,7 @@ func Verify(im *nv.Image, o VerifyOptions) []string {
 
 // verifyPersistent checks that each persisted EK and SRK is exactly the
 // key this TPM derives for its handle.
-func verifyPersistent(im *nv.Image) []string {
+func verifyPersistent(im *nv.Image, deriveEK func(ek.Alg) (*ek.Key, error)) []string {
 	var f []string
 	for _, e := range im.Entries {
 		if e.Index != nil {
@@ -402,7 +419,7 @@ func verifyPersistent(im *nv.Image) []string {
 			for alg, h := range ekHandles {
 				if h == e.Handle {
 					what = string(alg) + " EK"
-					want, err = DeriveEK(im, alg)
+					want, err = deriveEK(alg)
 				}
 			}
 		}
