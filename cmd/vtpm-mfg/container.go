@@ -68,6 +68,14 @@ func createOptions(c *cli.Context) (pipeline.CreateOptions, error) {
 	return o, nil
 }
 
+// checkSize refuses a --size below what the container needs.
+func checkSize(c *cli.Context, f container.Format, o pipeline.CreateOptions) error {
+	if min := f.MinSize(o); o.Size != 0 && o.Size < min {
+		return usagef("%s: --size %d is below the minimum of %d bytes for a %s vTPM image", c.Command.FullName(), o.Size, min, f.Name())
+	}
+	return nil
+}
+
 // resolveContainer picks the container to write for profile p.
 func resolveContainer(c *cli.Context, p *nv.Profile) (container.Format, error) {
 	f, err := pipeline.ResolveContainer(p, c.String("container"), c.IsSet("container"))
@@ -252,8 +260,8 @@ Examples:
 			} else if f, err = container.Get(cmp.Or(c.String("container"), "blockfs")); err != nil {
 				return usagef("pack: --container: %v", err)
 			}
-			if o.Size != 0 && o.Size < f.MinSize(o) {
-				return usagef("pack: --size %d is below the minimum of %d bytes for a %s vTPM image", o.Size, f.MinSize(o), f.Name())
+			if err := checkSize(c, f, o); err != nil {
+				return err
 			}
 			if err := pipeline.WriteState(f, out, k, nvb, o); err != nil {
 				return err

@@ -201,11 +201,16 @@ var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // looksLikeKey tells an argument that is probably key material (hex or
 // base64 of 32 bytes or more) rather than a path or a name.
+var (
+	hexRE    = regexp.MustCompile(`^[0-9A-Fa-f]+$`)
+	base64RE = regexp.MustCompile(`^[0-9A-Za-z+/]+=*$`)
+)
+
 func looksLikeKey(s string) bool {
 	switch {
-	case len(s) >= 32 && regexp.MustCompile(`^[0-9A-Fa-f]+$`).MatchString(s):
+	case len(s) >= 32 && hexRE.MatchString(s):
 		return true // hex
-	case len(s) >= 40 && regexp.MustCompile(`^[0-9A-Za-z+/]+=*$`).MatchString(s) && strings.ContainsAny(s, "0123456789+/="):
+	case len(s) >= 40 && base64RE.MatchString(s) && strings.ContainsAny(s, "0123456789+/="):
 		return true // base64
 	}
 	return false

@@ -492,8 +492,8 @@ Examples:
 				if cf, err = resolveContainer(c, p); err != nil {
 					return err
 				}
-				if co.Size != 0 && co.Size < cf.MinSize(co) {
-					return usagef("manufacture: --size %d is below the minimum of %d bytes for a %s vTPM image", co.Size, cf.MinSize(co), cf.Name())
+				if err := checkSize(c, cf, co); err != nil {
+					return err
 				}
 				if key, err = e.loadKey(c, ""); err != nil {
 					return err
