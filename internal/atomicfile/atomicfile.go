@@ -30,7 +30,8 @@ func Create(path string, mode fs.FileMode, overwrite bool, fill func(f *os.File)
 	return b.Commit()
 }
 
-func syncDir(dir string) error {
+// SyncDir makes a directory's entries (a rename into it) durable.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

@@ -128,7 +128,7 @@ func (b *Batch) Commit() error {
 		d := filepath.Dir(s.target)
 		if !seen[d] {
 			seen[d] = true
-			if err := syncDir(d); err != nil {
+			if err := SyncDir(d); err != nil {
 				return err
 			}
 		}

@@ -173,7 +173,7 @@ func (r *Rewrite) Commit(fill func(tmp *os.File) error) (err error) {
 	if err = os.Rename(name, r.real); err != nil {
 		return unchanged("while renaming the new image into place", err)
 	}
-	return syncDir(dir)
+	return SyncDir(dir)
 }
 
 // copyMetadata gives dst the owner, group, mode and extended attributes

@@ -271,9 +271,5 @@ func one(vm VM, opts Options) (string, error) {
 		}
 		return "", err
 	}
-	if d, err := os.Open(opts.Dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return "made", nil
+	return "made", atomicfile.SyncDir(opts.Dir)
 }
