@@ -24,7 +24,7 @@ import (
 	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/pipeline"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/sharedvec"
-	"github.com/vtpm-mfg/vtpm-mfg/internal/statefile"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/blockfs"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/xts"
 )
 
@@ -107,12 +107,12 @@ func cmdCmpHead(ts *testscript.TestScript, neg bool, args []string) {
 func cmdMkState(ts *testscript.TestScript, neg bool, args []string) {
 	key, err := os.ReadFile(ts.MkAbs(args[1]))
 	ts.Check(err)
-	img, err := statefile.Encode(make([]byte, statefile.NVSize), key)
+	img, err := blockfs.Encode(make([]byte, blockfs.NVSize), key)
 	ts.Check(err)
 	switch args[0] {
 	case "size0":
 		c, _ := xts.New(key)
-		c.EncryptSectors(img[:512], statefile.Metadata{Magic: statefile.Magic}.Encode())
+		c.EncryptSectors(img[:512], blockfs.Metadata{Magic: blockfs.Magic}.Encode())
 	case "garbage":
 		rand.Read(img[:512])
 	case "short":

@@ -3,10 +3,10 @@ package container
 import (
 	"os"
 
-	"github.com/vtpm-mfg/vtpm-mfg/internal/statefile"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/blockfs"
 )
 
-// blockFS is the proof-of-concept SVSM's container (package statefile).
+// blockFS is the proof-of-concept SVSM's container (package blockfs).
 type blockFS struct{}
 
 func init() { register(blockFS{}) }
@@ -16,7 +16,7 @@ func (blockFS) Name() string { return "blockfs" }
 func (blockFS) Detect(head []byte) bool { return true }
 
 func (blockFS) Read(path string, key []byte) ([]byte, *Info, error) {
-	nv, si, err := statefile.Read(path, key)
+	nv, si, err := blockfs.Read(path, key)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -26,13 +26,13 @@ func (blockFS) Read(path string, key []byte) ([]byte, *Info, error) {
 func (blockFS) Prepare(path string, key, nvchip []byte, o CreateOptions) (func(*os.File) error, error) {
 	size := o.Size
 	if size == 0 {
-		size = statefile.DefaultImageSize
+		size = blockfs.DefaultImageSize
 	}
-	return statefile.Prepare(path, key, nvchip, size)
+	return blockfs.Prepare(path, key, nvchip, size)
 }
 
 func (blockFS) Update(path string, oldKey, newKey []byte, change func([]byte) ([]byte, error)) error {
-	return statefile.Update(path, oldKey, newKey, change)
+	return blockfs.Update(path, oldKey, newKey, change)
 }
 
-func (blockFS) MinSize(CreateOptions) int64 { return statefile.MinImageSize }
+func (blockFS) MinSize(CreateOptions) int64 { return blockfs.MinImageSize }

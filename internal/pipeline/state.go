@@ -10,7 +10,7 @@ import (
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ek"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ekcert"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
-	"github.com/vtpm-mfg/vtpm-mfg/internal/statefile"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/blockfs"
 )
 
 // ContainerInfo describes a state image.
@@ -76,8 +76,8 @@ func ReadNVChipFile(path string) ([]byte, error) {
 	if st.IsDir() {
 		return nil, fmt.Errorf("%s: is a directory, not an NVChip", path)
 	}
-	if st.Size() != statefile.NVSize {
-		return nil, fmt.Errorf("%s: NVChip is %d bytes, must be exactly %d; the SVSM's TPM would re-manufacture any other size", path, st.Size(), statefile.NVSize)
+	if st.Size() != blockfs.NVSize {
+		return nil, fmt.Errorf("%s: NVChip is %d bytes, must be exactly %d; the SVSM's TPM would re-manufacture any other size", path, st.Size(), blockfs.NVSize)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {

@@ -1,8 +1,8 @@
-// Package statefile reads and writes the SVSM vTPM state image ("BlockFS"):
+// Package blockfs reads and writes the SVSM vTPM state image ("BlockFS"):
 // sector 0 holds postcard-encoded metadata {magic, size}, sectors 1..32 hold
 // the 16 KiB NVChip, every sector XTS-encrypted with tweak 0. Writes are
 // atomic and only the sectors in use are touched; holes stay holes.
-package statefile
+package blockfs
 
 import (
 	"errors"
