@@ -31,7 +31,7 @@ func staticHeaderLen(l Layout, saltLen int) int {
 // staticHeaderBlocks is the static header's length, IO Block aligned, in
 // Allocation Blocks.
 func staticHeaderBlocks(l Layout, saltLen int) uint64 {
-	io := l.ioBlockSize()
+	io := l.IOBlockSize()
 	n := (staticHeaderLen(l, saltLen) + io - 1) / io * io
 	return uint64(n / l.allocBlockSize())
 }
@@ -110,7 +110,7 @@ func decodeMkfsInfoHeader(img []byte) (*MkfsInfo, error) {
 	}
 	mask := img[8+sectionOff+checksumLen]
 	saltLen := int(img[8+sectionOff-1] ^ mask)
-	n := (8 + sectionOff + l.integrityLen() + saltLen + l.ioBlockSize() - 1) / l.ioBlockSize() * l.ioBlockSize()
+	n := (8 + sectionOff + l.integrityLen() + saltLen + l.IOBlockSize() - 1) / l.IOBlockSize() * l.IOBlockSize()
 	if len(img) < n {
 		return nil, errors.New("creation info header truncated")
 	}

@@ -218,8 +218,10 @@ func mustHash(alg uint16) crypto.Hash {
 func digestLen(alg uint16) int { return mustHash(alg).Size() }
 
 // Derived sizes, in bytes unless named otherwise.
-func (l Layout) allocBlockSize() int      { return 128 << l.AllocBlock128Log2 }
-func (l Layout) ioBlockSize() int         { return l.allocBlockSize() << l.IOBlockAllocBlocksLog2 }
+func (l Layout) allocBlockSize() int { return 128 << l.AllocBlock128Log2 }
+
+// IOBlockSize is the unit the image size is a whole number of.
+func (l Layout) IOBlockSize() int         { return l.allocBlockSize() << l.IOBlockAllocBlocksLog2 }
 func (l Layout) bitmapFileBlockSize() int { return l.allocBlockSize() << l.BitmapFileBlockLog2 }
 func (l Layout) leafNodeSize() int        { return l.allocBlockSize() << l.IndexLeafLog2 }
 func (l Layout) internalNodeSize() int    { return l.allocBlockSize() << l.IndexInternalLog2 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/cocoonfs"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/input"
 )
 
 // What upstream SVSM keeps in CocoonFS for its vTPM: inode numbers carry
@@ -23,7 +24,8 @@ const (
 	Marker = "COCONUT-SVSM"
 	// DefaultCocoonSize is the image size of the upstream documentation.
 	DefaultCocoonSize = 8 << 20
-	// MaxCocoonSize bounds the images read into memory.
+	// MaxCocoonSize bounds the images read and written (each is held in
+	// memory while it is authenticated or written).
 	MaxCocoonSize = 1 << 30
 	// rewriteReserve is free space kept beyond the files so that the SVSM
 	// can rewrite the NVChip through its journal (a new copy of the file
@@ -135,27 +137,16 @@ func cocoonInfo(fs *cocoonfs.FS) *CocoonInfo {
 func readImage(path string, f *os.File) ([]byte, os.FileInfo, error) {
 	st, err := f.Stat()
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
+		return nil, nil, fmt.Errorf("%s: %s", path, atomicfile.ErrText(err))
 	}
 	if st.Size() > MaxCocoonSize {
-		return nil, nil, fmt.Errorf("%s: CocoonFS image of %d bytes is larger than this tool reads (%d)", path, st.Size(), int64(MaxCocoonSize))
+		return nil, nil, fmt.Errorf("%s: a CocoonFS image of %d bytes is larger than this tool reads (%d bytes); vTPM images need only a few MiB", path, st.Size(), int64(MaxCocoonSize))
 	}
 	img := make([]byte, st.Size())
 	if _, err := io.ReadFull(f, img); err != nil {
-		return nil, nil, fmt.Errorf("%s: read: %w", path, err)
+		return nil, nil, fmt.Errorf("%s: cannot read the state image: %s; check the disk and the file", path, atomicfile.ErrText(err))
 	}
 	return img, st, nil
-}
-
-func openRegular(path string, flag int) (*os.File, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("%s: cannot open state image: %s", path, atomicfile.ErrText(err))
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: is not a regular file", path)
-	}
-	return os.OpenFile(path, flag, 0)
 }
 
 // openFS authenticates an image and finds its NVChip.
@@ -189,7 +180,7 @@ func markerFindings(fs *cocoonfs.FS) []string {
 }
 
 func (cocoon) Read(path string, key []byte) ([]byte, *Info, error) {
-	f, err := openRegular(path, os.O_RDONLY)
+	f, _, err := input.Open(path, "state image")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -259,6 +250,18 @@ func (cocoon) MinSize(o CreateOptions) int64 {
 	return n
 }
 
+func (cocoon) MaxSize(CreateOptions) int64 { return MaxCocoonSize }
+
+// CheckSize also requires whole IO Blocks: the reference implementation
+// rounds other sizes down, so the image would not be the size asked for.
+func (c cocoon) CheckSize(size int64, o CreateOptions) error {
+	l, err := cocoonLayout(o.Strength)
+	if err != nil {
+		return err
+	}
+	return checkSize(c, size, o, int64(l.IOBlockSize()))
+}
+
 func (c cocoon) Prepare(path string, key, nvchip []byte, o CreateOptions) (func(*os.File) error, error) {
 	l, err := cocoonLayout(o.Strength)
 	if err != nil {
@@ -268,8 +271,8 @@ func (c cocoon) Prepare(path string, key, nvchip []byte, o CreateOptions) (func(
 	if size == 0 {
 		size = DefaultCocoonSize
 	}
-	if min := c.MinSize(o); size < min {
-		return nil, fmt.Errorf("%s: image size %d is below the minimum of %d bytes for a CocoonFS vTPM image (the files and room for the SVSM to rewrite the NVChip)", path, size, min)
+	if err := c.CheckSize(size, o); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	img, err := cocoonfs.Write(cocoonfs.WriteOptions{Key: key, Layout: l, ImageBytes: uint64(size), Inodes: tpmInodes(nvchip), ZeroFree: o.ZeroFree})
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"sort"
 
 	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/input"
 )
 
 // Format is a state image container.
@@ -29,8 +30,28 @@ type Format interface {
 	// must open it; change (if not nil) may return a new NVChip; the image
 	// is written under newKey (nil: oldKey), everything else kept.
 	Update(path string, oldKey, newKey []byte, change func(nvchip []byte) ([]byte, error)) error
-	// MinSize is the smallest image Create accepts for o.
+	// MinSize and MaxSize bound the images Create accepts for o.
 	MinSize(o CreateOptions) int64
+	MaxSize(o CreateOptions) int64
+	// CheckSize tells why a new image of size bytes cannot be made (too
+	// small, too large, or not a whole number of the format's blocks).
+	CheckSize(size int64, o CreateOptions) error
+}
+
+// MaxImageSize is the largest image size accepted at all (1 TiB).
+const MaxImageSize = 1 << 40
+
+// checkSize applies a format's bounds and block size to size.
+func checkSize(f Format, size int64, o CreateOptions, block int64) error {
+	switch min, max := f.MinSize(o), f.MaxSize(o); {
+	case size < min:
+		return fmt.Errorf("%d bytes is below the minimum of %d bytes for a %s vTPM image; give at least %d", size, min, f.Name(), min)
+	case size > max:
+		return fmt.Errorf("%d bytes is above the largest %s image this tool writes (%d bytes); give at most %d", size, f.Name(), max, max)
+	case size%block != 0:
+		return fmt.Errorf("%d bytes is not a whole number of %d-byte blocks for a %s image; give a multiple of %d, e.g. %d", size, block, f.Name(), block, size/block*block)
+	}
+	return nil
 }
 
 // CreateOptions control a new image.
@@ -98,9 +119,9 @@ func Get(name string) (Format, error) {
 // start with a plaintext magic; anything else is taken as BlockFS, which
 // is encrypted from its first byte.
 func DetectFile(path string) (Format, error) {
-	f, err := os.Open(path)
+	f, _, err := input.Open(path, "state image")
 	if err != nil {
-		return nil, fmt.Errorf("%s: cannot open state image: %s", path, atomicfile.ErrText(err))
+		return nil, err
 	}
 	defer f.Close()
 	head := make([]byte, 512)

@@ -12,11 +12,11 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"strings"
 	"time"
 
+	"github.com/vtpm-mfg/vtpm-mfg/internal/input"
 	"go.step.sm/crypto/kms"
 	"go.step.sm/crypto/kms/apiv1"
 	_ "go.step.sm/crypto/kms/softkms" // key files
@@ -34,20 +34,13 @@ type CA struct {
 
 // ReadCertificates reads one or more PEM or DER certificates from a file.
 func ReadCertificates(path string) ([]*x509.Certificate, error) {
-	st, err := os.Stat(path)
+	data, err := input.ReadFile(path, "certificate file", 1<<20)
 	if err != nil {
-		return nil, fmt.Errorf("%s: cannot read certificate: %w", path, errors.Unwrap(err))
-	}
-	if st.IsDir() {
-		return nil, fmt.Errorf("%s: is a directory, not a certificate", path)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
 	certs, err := ParseCertificates(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w; pass a PEM or DER X.509 certificate", path, err)
 	}
 	return certs, nil
 }
@@ -99,6 +92,14 @@ func LoadSigner(ctx context.Context, key string) (crypto.Signer, error) {
 		if _, ok := apiv1.LoadKeyManagerNewFunc(typ); !ok {
 			return nil, fmt.Errorf("CA key %s: this build has no %s support (it handles key files; build with -tags pkcs11 for PKCS#11)", redactURI(key), typ)
 		}
+		// Files the URI names are opened by the KMS library: refuse the
+		// ones that are not regular files before it can block on them.
+		for _, m := range uriFile.FindAllStringSubmatch(key, -1) {
+			what := map[string]string{"pin-source": "PIN file", "module-path": "PKCS#11 module"}[m[1]]
+			if err := input.Check(m[2], what); err != nil {
+				return nil, fmt.Errorf("CA key %s: %w", redactURI(key), err)
+			}
+		}
 		km, err := kms.New(ctx, apiv1.Options{Type: typ, URI: key})
 		if err != nil {
 			return nil, fmt.Errorf("CA key %s: %s", redactURI(key), redactURI(err.Error()))
@@ -109,23 +110,24 @@ func LoadSigner(ctx context.Context, key string) (crypto.Signer, error) {
 		}
 		return s, nil
 	}
-	st, err := os.Stat(key)
+	data, err := input.ReadFile(key, "CA key file", 1<<20)
 	if err != nil {
-		return nil, fmt.Errorf("%s: cannot read CA key: %w", key, errors.Unwrap(err))
+		return nil, err
 	}
-	if st.IsDir() {
-		return nil, fmt.Errorf("%s: is a directory, not a CA key", key)
-	}
+	defer clear(data)
 	km, err := kms.New(ctx, apiv1.Options{Type: apiv1.SoftKMS})
 	if err != nil {
 		return nil, err
 	}
-	s, err := km.CreateSigner(&apiv1.CreateSignerRequest{SigningKey: key})
+	s, err := km.CreateSigner(&apiv1.CreateSignerRequest{SigningKeyPEM: data})
 	if err != nil {
-		return nil, fmt.Errorf("%s: not a usable private key (PEM, unencrypted): %v", key, err)
+		return nil, fmt.Errorf("%s: not a usable private key: %v; pass an unencrypted PEM key (PKCS#8, PKCS#1 or SEC 1), or a KMS URI", key, err)
 	}
 	return s, nil
 }
+
+// uriFile finds the file paths a PKCS#11 URI names.
+var uriFile = regexp.MustCompile(`(pin-source|module-path)=([^;&?]+)`)
 
 var pinValue = regexp.MustCompile(`(?i)(pin-value=)[^;&?]*`)
 

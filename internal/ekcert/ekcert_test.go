@@ -157,7 +157,7 @@ func TestLoadCARefusals(t *testing.T) {
 		{cert, okey, time.Now(), "does not match"},
 		{cert, key, time.Now().Add(48 * time.Hour), "expired"},
 		{cert, key, time.Now().Add(-48 * time.Hour), "not valid before"},
-		{cert, filepath.Join(dir, "nope"), time.Now(), "cannot read CA key"},
+		{cert, filepath.Join(dir, "nope"), time.Now(), "no such CA key file"},
 		{cert, cert, time.Now(), "not a usable private key"},
 		{key, key, time.Now(), "no certificate found"},
 		{cert, "pkcs11:token=x;object=y;pin-value=secret", time.Now(), "pin-value=REDACTED"},

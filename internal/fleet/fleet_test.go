@@ -56,7 +56,7 @@ func TestManifestRefusals(t *testing.T) {
 		{"name\n..\n", "line 2: invalid name"},
 		{"name\nregister\n", "line 2: invalid name"},
 		{"name,profile\nvm1,svsm-1999\n", "line 2: unknown TPM profile"},
-		{"name,key_file\nvm1,/nonexistent/key\n", "line 2: key_file: /nonexistent/key: cannot read key file"},
+		{"name,key_file\nvm1,/nonexistent/key\n", "line 2: key_file: /nonexistent/key: no such key file"},
 		{"name,container\nvm1,ext4\n", "line 2: unknown container"},
 		{"{\"name\":\"a\"}\n{\"name\":\"b\",\"owner\":\"x\"}\n", "line 2: unknown field \"owner\""},
 		{"", "no VMs"},

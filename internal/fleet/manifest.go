@@ -12,12 +12,11 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
-	"os"
 	"regexp"
 	"strings"
 
-	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/container"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/input"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/keyfile"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
 )
@@ -65,12 +64,15 @@ type Checks struct {
 	Algs func(string) error
 }
 
+// MaxManifestBytes bounds a manifest (about a million VMs).
+const MaxManifestBytes = 256 << 20
+
 // ParseManifest reads a manifest: CSV with a header line, or JSON lines
 // (one object per line). Every row is checked before anything is made.
 func ParseManifest(path string, ck Checks) ([]VM, error) {
-	data, err := os.ReadFile(path)
+	data, err := input.ReadFile(path, "manifest", MaxManifestBytes)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %v", path, atomicfile.ErrText(err))
+		return nil, err
 	}
 	var vms []VM
 	if t := bytes.TrimSpace(data); len(t) > 0 && t[0] == '{' {

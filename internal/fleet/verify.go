@@ -14,6 +14,7 @@ import (
 
 	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ek"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/input"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/keyfile"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/pipeline"
 )
@@ -22,12 +23,12 @@ func readRecord(dir string) (*vmRecord, *pipeline.Manifest, error) {
 	var rec vmRecord
 	var m pipeline.Manifest
 	for name, v := range map[string]any{"vm.json": &rec, "manifest.json": &m} {
-		b, err := os.ReadFile(filepath.Join(dir, name))
+		b, err := input.ReadFile(filepath.Join(dir, name), "VM record", 16<<20)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %v", filepath.Join(dir, name), atomicfile.ErrText(err))
+			return nil, nil, err
 		}
 		if err := json.Unmarshal(b, v); err != nil {
-			return nil, nil, fmt.Errorf("%s: %v", filepath.Join(dir, name), err)
+			return nil, nil, fmt.Errorf("%s: %v; re-run batch to re-create this VM, or batch index if it was copied", filepath.Join(dir, name), err)
 		}
 	}
 	return &rec, &m, nil

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/vtpm-mfg/vtpm-mfg/internal/input"
 )
 
 // Size is the length of a state key.
@@ -79,20 +81,11 @@ func (s Source) Load(stdin io.Reader) ([]byte, error) {
 		}
 		return Parse("standard input", data)
 	case s.File != "":
-		st, err := os.Stat(s.File)
+		data, err := input.ReadFile(s.File, "key file", 4096)
 		if err != nil {
-			return nil, fmt.Errorf("%s: cannot read key file: %w", s.File, unwrapPath(err))
+			return nil, err
 		}
-		if st.IsDir() {
-			return nil, fmt.Errorf("%s: is a directory, not a key file", s.File)
-		}
-		if st.Size() > 4096 {
-			return nil, fmt.Errorf("%s: %d bytes is too large for a key file (%s)", s.File, st.Size(), forms)
-		}
-		data, err := os.ReadFile(s.File)
-		if err != nil {
-			return nil, fmt.Errorf("%s: cannot read key file: %w", s.File, unwrapPath(err))
-		}
+		defer Wipe(data)
 		return Parse(s.File, data)
 	case s.Env != "":
 		v, ok := os.LookupEnv(s.Env)

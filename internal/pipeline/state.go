@@ -1,16 +1,17 @@
 package pipeline
 
 import (
-	"errors"
 	"fmt"
-	"os"
+	"io"
 	"strings"
 
+	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/blockfs"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/container"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ek"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ekcert"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/input"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
-	"github.com/vtpm-mfg/vtpm-mfg/internal/blockfs"
 )
 
 // ContainerInfo describes a state image.
@@ -69,19 +70,17 @@ func ImageFindings(im *nv.Image, info *container.Info) []string {
 
 // ReadNVChipFile reads a raw NVChip of the one size the TPM accepts.
 func ReadNVChipFile(path string) ([]byte, error) {
-	st, err := os.Stat(path)
+	f, st, err := input.Open(path, "NVChip")
 	if err != nil {
-		return nil, fmt.Errorf("%s: cannot read NVChip: %w", path, errors.Unwrap(err))
+		return nil, err
 	}
-	if st.IsDir() {
-		return nil, fmt.Errorf("%s: is a directory, not an NVChip", path)
-	}
+	defer f.Close()
 	if st.Size() != blockfs.NVSize {
-		return nil, fmt.Errorf("%s: NVChip is %d bytes, must be exactly %d; the SVSM's TPM would re-manufacture any other size", path, st.Size(), blockfs.NVSize)
+		return nil, fmt.Errorf("%s: NVChip is %d bytes, must be exactly %d (the SVSM's TPM would re-manufacture any other size); pass an NVChip the TPM wrote, or make one with nv new or unpack", path, st.Size(), blockfs.NVSize)
 	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	data := make([]byte, blockfs.NVSize)
+	if _, err := io.ReadFull(f, data); err != nil {
+		return nil, fmt.Errorf("%s: cannot read the NVChip: %s; check the disk and the file", path, atomicfile.ErrText(err))
 	}
 	return data, nil
 }
