@@ -20,11 +20,11 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/vtpm-mfg/vtpm-mfg/internal/blockfs"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ekcert"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/pipeline"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/sharedvec"
-	"github.com/vtpm-mfg/vtpm-mfg/internal/blockfs"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/xts"
 )
 

@@ -86,7 +86,6 @@ func DecodeMetadata(s []byte) (Metadata, error) {
 	return Metadata{Magic: uint32(magic), Size: size}, nil
 }
 
-
 // Error is a validation failure of an image.
 type Error struct {
 	Path string
@@ -135,4 +134,3 @@ func Encode(nv, key []byte) ([]byte, error) {
 	}
 	return buf, nil
 }
-
