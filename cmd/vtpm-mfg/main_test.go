@@ -15,6 +15,7 @@ import (
 	"math/big"
 	"os"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -61,8 +62,16 @@ func TestScripts(t *testing.T) {
 			"mkca":       cmdMkCA,
 			"issuebig":   cmdIssueBig,
 			"issueplain": cmdIssuePlain,
+			"mkfifo":     cmdMkfifo,
 		},
 	})
+}
+
+// mkfifo NAME...: make named pipes (with no writer).
+func cmdMkfifo(ts *testscript.TestScript, neg bool, args []string) {
+	for _, a := range args {
+		ts.Check(syscall.Mkfifo(ts.MkAbs(a), 0o600))
+	}
 }
 
 // perm FILE MODE: the file's permission bits are MODE (octal).

@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -46,6 +47,18 @@ func kind(m fs.FileMode) string {
 	return "not a regular file"
 }
 
+func notRegular(path, what string, m fs.FileMode) error {
+	return &Error{Path: path, What: what, Msg: fmt.Sprintf("is %s, not %s %s; pass a regular file", kind(m), article(what), what)}
+}
+
+// article is "a" or "an" for what.
+func article(what string) string {
+	if strings.IndexByte("aeiouAEIOU", what[0]) >= 0 || strings.HasPrefix(what, "NV") {
+		return "an"
+	}
+	return "a"
+}
+
 // openError explains why path could not be opened.
 func openError(path, what string, err error) error {
 	var msg string
@@ -74,6 +87,10 @@ func openError(path, what string, err error) error {
 func Open(path, what string) (*os.File, os.FileInfo, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
+		// A socket cannot be opened at all: say what it is.
+		if st, serr := os.Stat(path); serr == nil && !st.Mode().IsRegular() {
+			return nil, nil, notRegular(path, what, st.Mode())
+		}
 		return nil, nil, openError(path, what, &fs.PathError{Op: "open", Path: path, Err: err})
 	}
 	f := os.NewFile(uintptr(fd), path)
@@ -84,7 +101,7 @@ func Open(path, what string) (*os.File, os.FileInfo, error) {
 	}
 	if !st.Mode().IsRegular() {
 		f.Close()
-		return nil, nil, &Error{Path: path, What: what, Msg: fmt.Sprintf("is %s, not a %s; pass a regular file", kind(st.Mode()), what)}
+		return nil, nil, notRegular(path, what, st.Mode())
 	}
 	if err := unix.SetNonblock(fd, false); err != nil {
 		f.Close()

@@ -30,7 +30,7 @@ func TestRefusesWithoutBlocking(t *testing.T) {
 	cases := []struct{ path, want string }{
 		{fifo, "is a FIFO (named pipe), not a key file; pass a regular file"},
 		{"/dev/null", "is a character device, not a key file; pass a regular file"},
-		{sock, "cannot open the key file"},
+		{sock, "is a socket, not a key file; pass a regular file"},
 		{dir, "is a directory, not a key file; pass a regular file"},
 		{loop, "a loop of symbolic links; pass a regular file"},
 		{filepath.Join(dir, "missing"), "no such key file; check the path"},
