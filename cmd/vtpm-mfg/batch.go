@@ -46,7 +46,13 @@ VM directories into one DIR and run "batch index" to rebuild the index.
 At the end, DIR/fleet.jsonl lists every VM, and DIR/register/ holds:
   keylime/tpm_cert_store/  the CA certificates (the EK certificates' issuer)
   kbs.jsonl                per VM: name, broker resource path, raw key file
-  kbs-commands.sh          a Trustee kbs-client set-resource line per VM
+  kbs-commands.sh          a Trustee kbs-client set-resource line per VM, for
+                           kbs-client 0.21 and later ("kbs-client --url
+                           "$KBS_URL" config --admin-token-file TOKEN
+                           set-resource --path P --resource-file F"; TOKEN is
+                           --kbs-admin-token, or "$KBS_ADMIN_TOKEN", which the
+                           script documents); kbs-client before 0.21 takes
+                           "config --auth-private-key ADMIN_KEY" instead
   inventory.csv            name, profile, container, EK fingerprints, serials
 --kbs-path sets the resource path template ({name} is replaced). Note that
 upstream SVSM's attestation proxy currently asks for default/sample/test
@@ -71,6 +77,7 @@ func (e *cmdEnv) batchCmd() *cli.Command {
 			&cli.IntFlag{Name: "jobs", Value: runtime.NumCPU(), Usage: "VMs made in parallel"},
 			&cli.StringFlag{Name: "shard", Usage: "`I/N`: make only shard I (0-based) of N"},
 			&cli.StringFlag{Name: "kbs-path", Value: fleet.DefaultKBSPath, Usage: "key broker resource path `TEMPLATE`"},
+			kbsTokenFlag,
 			profileFlag(nv.DefaultProfile),
 			&cli.StringFlag{Name: "ek", Value: "rsa2048,ecc-p256", Usage: "EK types to certify, comma-separated (as for manufacture --ek)"},
 			containerFlag, strengthFlag, zeroFreeFlag, sizeFlag,
@@ -142,7 +149,7 @@ func (e *cmdEnv) batchRun(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	opts := fleet.Options{
-		Dir: c.String("out-dir"), Jobs: c.Int("jobs"), Cert: certOpts, KBSPath: c.String("kbs-path"),
+		Dir: c.String("out-dir"), Jobs: c.Int("jobs"), Cert: certOpts, KBSPath: c.String("kbs-path"), KBSAdminToken: c.String("kbs-admin-token"),
 		Defaults:  fleet.Defaults{Profile: c.String("profile"), Container: c.String("container"), Size: co.Size, Algs: algs, Strength: co.Strength, ZeroFree: co.ZeroFree},
 		ParseSize: parseSize,
 		ParseAlgs: func(s string) ([]ek.Alg, error) { return parseAlgs(s) },
@@ -284,6 +291,7 @@ func (e *cmdEnv) batchIndexCmd() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "ca-cert", Usage: "issuing CA certificate `FILE` (PEM; intermediates may follow)"},
 			&cli.StringFlag{Name: "kbs-path", Value: fleet.DefaultKBSPath, Usage: "key broker resource path `TEMPLATE`"},
+			kbsTokenFlag,
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -296,7 +304,7 @@ func (e *cmdEnv) batchIndexCmd() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return fleet.WriteIndex(c.Args().First(), certs[0], certs[1:], c.String("kbs-path"))
+			return fleet.WriteIndex(c.Args().First(), certs[0], certs[1:], c.String("kbs-path"), c.String("kbs-admin-token"))
 		},
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/container"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/kbs"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/keyfile"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/pipeline"
@@ -43,6 +44,11 @@ func parseSize(s string) (int64, error) {
 	}
 	return int64(n << shift), nil
 }
+
+var (
+	kbsURLFlag   = &cli.StringFlag{Name: "kbs-url", Usage: "the key broker's root `URL`, for the printed kbs-client lines (default: \"$KBS_URL\")"}
+	kbsTokenFlag = &cli.StringFlag{Name: "kbs-admin-token", Usage: "the broker's admin token `FILE`, for the printed kbs-client lines (kbs-client 0.21 config --admin-token-file; default: \"$KBS_ADMIN_TOKEN\")"}
+)
 
 var containerFlag = &cli.StringFlag{Name: "container", Usage: "state image `FORMAT`: blockfs or cocoonfs (default: the one the profile's SVSM reads)"}
 
@@ -143,17 +149,27 @@ Example:
   raw      a file with the 64 raw bytes, for Trustee: upstream SVSM (CocoonFS
            images) asks the broker for the resource default/sample/test and
            uses its raw bytes as the CocoonFS key; register it with
-             kbs-client --url URL config --auth-private-key KEY \
+           Trustee's kbs-client 0.21 or later:
+             kbs-client --url URL config [--admin-token-file TOKEN] \
                set-resource --path default/sample/test --resource-file FILE
-           (the key file itself if it is raw; else write one with --write-raw)
+           (FILE: the key file itself if it is raw; else write one with
+           --write-raw). The printed line names --kbs-url and
+           --kbs-admin-token if given, else "$KBS_URL" and "$KBS_ADMIN_TOKEN"
+           for you to set. kbs-client before 0.21 takes
+             kbs-client --url URL config --auth-private-key ADMIN_KEY \
+               set-resource --path default/sample/test --resource-file FILE
+fingerprint  SHA-256 of the raw key, as inspect prints it: compare the two
+           to check that a key is the one registered for an image.
 
 This prints secret material: run it only where the output is safe.
 
-Example:
-  vtpm-mfg key kbs --key-file state.key`,
+Examples:
+  vtpm-mfg key kbs --key-file state.key
+  vtpm-mfg key kbs --key-file state.key --kbs-url https://kbs.example:8080 --kbs-admin-token admin-token`,
 				Flags: append(keyFlags("", "state key"),
 					&cli.StringFlag{Name: "write-raw", Usage: "also write the 64 raw bytes to `FILE` (mode 0600)"},
 					&cli.BoolFlag{Name: "force", Usage: "replace an existing --write-raw file"},
+					kbsURLFlag, kbsTokenFlag,
 					jsonFlag),
 				Action: func(c *cli.Context) error {
 					if err := noArgs(c); err != nil {
@@ -181,13 +197,14 @@ Example:
 					forms := keyfile.Forms(k)
 					trustee := ""
 					if rawPath != "" {
-						trustee = "kbs-client --url KBS_URL config --auth-private-key ADMIN_KEY set-resource --path " + upstreamKBSResource + " --resource-file " + shellQuote(rawPath)
+						trustee = kbs.SetResource{URL: kbs.Literal(c.String("kbs-url"), kbs.URLVar), AdminToken: kbs.Literal(c.String("kbs-admin-token"), kbs.TokenVar),
+							Path: upstreamKBSResource, ResourceFile: rawPath}.Line()
 					}
 					if c.Bool("json") {
-						return e.printJSON(map[string]string{"hex": forms.Hex, "base64": forms.Base64, "raw_file": rawPath,
+						return e.printJSON(map[string]string{"hex": forms.Hex, "base64": forms.Base64, "raw_file": rawPath, "fingerprint": keyfile.Fingerprint(k),
 							"upstream_svsm_resource": upstreamKBSResource, "trustee_command": trustee})
 					}
-					fmt.Fprintf(e.stdout, "hex:    %s\nbase64: %s\n", forms.Hex, forms.Base64)
+					fmt.Fprintf(e.stdout, "hex:    %s\nbase64: %s\nfingerprint: %s\n", forms.Hex, forms.Base64, keyfile.Fingerprint(k))
 					if rawPath != "" {
 						fmt.Fprintf(e.stdout, "raw:    %s\n", rawPath)
 						fmt.Fprintf(e.stdout, "upstream SVSM (CocoonFS) asks the broker for %s, raw bytes; with Trustee:\n  %s\n", upstreamKBSResource, trustee)

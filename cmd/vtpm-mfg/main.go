@@ -37,7 +37,7 @@ func positionalLast(args []string) []string {
 	if len(args) < 4 || args[1] != "batch" || (args[2] != "verify" && args[2] != "index") {
 		return args
 	}
-	withValue := map[string]bool{"--ca-cert": true, "-ca-cert": true, "--jobs": true, "-jobs": true, "--kbs-path": true, "-kbs-path": true}
+	withValue := map[string]bool{"--ca-cert": true, "-ca-cert": true, "--jobs": true, "-jobs": true, "--kbs-path": true, "-kbs-path": true, "--kbs-admin-token": true, "-kbs-admin-token": true}
 	var flags, pos []string
 	rest := args[3:]
 	for i := 0; i < len(rest); i++ {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ekcert"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/kbs"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/keyfile"
 )
 
@@ -31,7 +32,11 @@ type FleetLine struct {
 // WriteIndex rebuilds fleet.jsonl and the registration bundle in
 // register/ from every complete VM directory in dir (so that the
 // directories of several shards, copied together, index as one fleet).
-func WriteIndex(dir string, ca *x509.Certificate, chain []*x509.Certificate, kbsPath string) error {
+//
+// The kbs-client lines of register/kbs-commands.sh name adminToken as the
+// broker's admin token file, or the script's KBS_ADMIN_TOKEN when it is
+// empty.
+func WriteIndex(dir string, ca *x509.Certificate, chain []*x509.Certificate, kbsPath, adminToken string) error {
 	if kbsPath == "" {
 		kbsPath = DefaultKBSPath
 	}
@@ -39,13 +44,11 @@ func WriteIndex(dir string, ca *x509.Certificate, chain []*x509.Certificate, kbs
 	if err != nil {
 		return err
 	}
-	var fleet, kbs, sh bytes.Buffer
+	var fleet, kbsList, sh bytes.Buffer
 	var inv bytes.Buffer
 	cw := csv.NewWriter(&inv)
 	cw.Write([]string{"name", "profile", "container", "alg", "ek_fingerprint", "certificate_serial", "nv_index"})
-	sh.WriteString("#!/bin/sh\n# Registers each VM's state key with a Trustee key broker.\n" +
-		"# Set KBS_URL and KBS_ADMIN_KEY (the admin's private key file) first.\nset -eu\n" +
-		"cd \"$(dirname \"$0\")/..\"   # key files are named relative to the fleet directory\n")
+	sh.WriteString(scriptHead(adminToken))
 	for _, n := range names {
 		vdir := filepath.Join(dir, n)
 		rec, m, err := readRecord(vdir)
@@ -68,8 +71,8 @@ func WriteIndex(dir string, ca *x509.Certificate, chain []*x509.Certificate, kbs
 		}
 		path := strings.ReplaceAll(kbsPath, "{name}", n)
 		b, _ = json.Marshal(map[string]string{"name": n, "path": path, "resource_file": res})
-		kbs.Write(append(b, '\n'))
-		fmt.Fprintf(&sh, "kbs-client --url \"$KBS_URL\" config --auth-private-key \"$KBS_ADMIN_KEY\" set-resource --path %s --resource-file %s\n", shq(path), shq(res))
+		kbsList.Write(append(b, '\n'))
+		sh.WriteString(kbs.SetResource{URL: kbs.Word{Var: kbs.URLVar}, AdminToken: kbs.Literal(adminToken, kbs.TokenVar), Path: path, ResourceFile: res}.Line() + "\n")
 	}
 	cw.Flush()
 	reg := filepath.Join(dir, "register")
@@ -88,7 +91,7 @@ func WriteIndex(dir string, ca *x509.Certificate, chain []*x509.Certificate, kbs
 		}
 	}
 	for p, d := range map[string][]byte{
-		filepath.Join(dir, "fleet.jsonl"): fleet.Bytes(), filepath.Join(reg, "kbs.jsonl"): kbs.Bytes(),
+		filepath.Join(dir, "fleet.jsonl"): fleet.Bytes(), filepath.Join(reg, "kbs.jsonl"): kbsList.Bytes(),
 		filepath.Join(reg, "inventory.csv"): inv.Bytes(),
 	} {
 		if err := put(p, d, 0o644); err != nil {
@@ -117,4 +120,28 @@ func rawKeyFile(vdir string, rec *vmRecord) (string, error) {
 	return raw, nil
 }
 
-func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+// scriptHead starts register/kbs-commands.sh: what to set, and the checks
+// that it is set.
+func scriptHead(adminToken string) string {
+	s := `#!/bin/sh
+# Registers each VM's state key with a Trustee key broker (KBS), with
+# kbs-client 0.21 or later. Set first:
+#   KBS_URL          the broker's root URL, e.g. https://kbs.example.com:8080
+`
+	if adminToken == "" {
+		s += `#   KBS_ADMIN_TOKEN  the broker's admin bearer token file
+#                    (default: ~/.trustee/admin-token, as kbs-client's own)
+`
+	}
+	s += `# kbs-client before 0.21 authenticated with "config --auth-private-key
+# KEY" (the admin's private key) instead of "config --admin-token-file".
+set -eu
+: "${KBS_URL:?set KBS_URL to the key broker's URL}"
+`
+	if adminToken == "" {
+		s += `KBS_ADMIN_TOKEN=${KBS_ADMIN_TOKEN:-$HOME/.trustee/admin-token}
+`
+	}
+	return s + `cd "$(dirname "$0")/.."   # key files are named relative to the fleet directory
+`
+}

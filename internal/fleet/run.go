@@ -42,6 +42,9 @@ type Options struct {
 	ParseSize func(string) (int64, error)
 	ParseAlgs func(string) ([]ek.Alg, error)
 	KBSPath   string // resource path template, {name} replaced
+	// KBSAdminToken is the broker's admin token file the kbs-client lines
+	// name ("": the script's KBS_ADMIN_TOKEN).
+	KBSAdminToken string
 	// Event is called (from one goroutine at a time) after each VM.
 	Event func(Event)
 }
@@ -156,7 +159,7 @@ feed:
 	s.NotStarted = s.Total - s.Made - s.Verified - s.Failed
 	s.Interrupted = ctx.Err() != nil
 	sort.Strings(s.Failures)
-	if err := WriteIndex(opts.Dir, opts.Cert.CA.Cert, opts.Cert.CA.Chain, opts.KBSPath); err != nil {
+	if err := WriteIndex(opts.Dir, opts.Cert.CA.Cert, opts.Cert.CA.Chain, opts.KBSPath, opts.KBSAdminToken); err != nil {
 		return s, err
 	}
 	s.Seconds = time.Since(start).Seconds()

@@ -5,6 +5,7 @@ package keyfile
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -121,4 +122,13 @@ func Wipe(b []byte) {
 	for i := range b {
 		b[i] = 0
 	}
+}
+
+// Fingerprint identifies a key without revealing it: "sha256:" and the
+// first 16 bytes of SHA-256 of the raw key, in hex. key kbs and inspect
+// print it, so that an image's key can be matched with the one a broker
+// holds.
+func Fingerprint(key []byte) string {
+	s := sha256.Sum256(key)
+	return "sha256:" + hex.EncodeToString(s[:16])
 }
