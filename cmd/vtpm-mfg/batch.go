@@ -15,7 +15,6 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
-	"github.com/vtpm-mfg/vtpm-mfg/internal/ek"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ekcert"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/fleet"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
@@ -106,15 +105,11 @@ func (e *cmdEnv) batchRun(c *cli.Context) error {
 	}
 	var vms []fleet.VM
 	var err error
-	checks := fleet.Checks{
-		Size: func(s string) error { _, err := parseSize(s); return err },
-		Algs: func(s string) error { _, err := parseAlgs(s); return err },
-	}
 	switch {
 	case c.IsSet("manifest") && c.IsSet("count"):
 		return usagef("batch: give --manifest or --count, not both")
 	case c.IsSet("manifest"):
-		if vms, err = fleet.ParseManifest(c.String("manifest"), checks); err != nil {
+		if vms, err = fleet.ParseManifest(c.String("manifest")); err != nil {
 			return err
 		}
 	case c.IsSet("count"):
@@ -150,9 +145,19 @@ func (e *cmdEnv) batchRun(c *cli.Context) error {
 	defer stop()
 	opts := fleet.Options{
 		Dir: c.String("out-dir"), Jobs: c.Int("jobs"), Cert: certOpts, KBSPath: c.String("kbs-path"), KBSAdminToken: c.String("kbs-admin-token"),
-		Defaults:  fleet.Defaults{Profile: c.String("profile"), Container: c.String("container"), Size: co.Size, Algs: algs, Strength: co.Strength, ZeroFree: co.ZeroFree},
-		ParseSize: parseSize,
-		ParseAlgs: func(s string) ([]ek.Alg, error) { return parseAlgs(s) },
+		Defaults: fleet.Defaults{Profile: c.String("profile"), Container: c.String("container"), Size: co.Size, Algs: algs, Strength: co.Strength, ZeroFree: co.ZeroFree},
+	}
+	used, err := fleet.Plan(vms, opts)
+	if err != nil {
+		if c.IsSet("manifest") {
+			return fmt.Errorf("%s: %v; correct the manifest", c.String("manifest"), err)
+		}
+		return usagef("batch: %v", err)
+	}
+	for _, fl := range []string{"cocoonfs-strength", "cocoonfs-zero-free"} {
+		if c.IsSet(fl) && !used["cocoonfs"] {
+			return usagef("batch: --%s applies to CocoonFS images only, and no VM of this run is written in CocoonFS; drop the flag", fl)
+		}
 	}
 	event, stopProgress := e.progress(c.Bool("json"), len(vms))
 	opts.Event = event

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -20,30 +19,6 @@ import (
 )
 
 var sizeFlag = &cli.StringFlag{Name: "size", Usage: "size of the new state image: `SIZE` in bytes, or with a unit: 512K, 8M, 16MiB, 1G (default: 16 MiB for BlockFS, 8 MiB for CocoonFS)"}
-
-// parseSize reads a size in bytes with an optional binary unit.
-func parseSize(s string) (int64, error) {
-	units := []struct {
-		suffix string
-		shift  uint
-	}{{"KiB", 10}, {"MiB", 20}, {"GiB", 30}, {"TiB", 40}, {"K", 10}, {"M", 20}, {"G", 30}, {"T", 40}, {"B", 0}}
-	t := strings.TrimSpace(s)
-	shift := uint(0)
-	for _, u := range units {
-		if strings.HasSuffix(t, u.suffix) {
-			t, shift = strings.TrimSuffix(t, u.suffix), u.shift
-			break
-		}
-	}
-	n, err := strconv.ParseUint(t, 10, 64)
-	if err != nil || t == "" {
-		return 0, fmt.Errorf("%q is not a size (give bytes, or a number with K, M, G, T or KiB, MiB, GiB, TiB)", s)
-	}
-	if n == 0 || n > (1<<40)>>shift {
-		return 0, fmt.Errorf("%q is out of range (1 byte to 1 TiB)", s)
-	}
-	return int64(n << shift), nil
-}
 
 var (
 	kbsURLFlag   = &cli.StringFlag{Name: "kbs-url", Usage: "the key broker's root `URL`, for the printed kbs-client lines (default: \"$KBS_URL\")"}
@@ -60,7 +35,7 @@ var zeroFreeFlag = &cli.BoolFlag{Name: "cocoonfs-zero-free", Usage: "leave free 
 func createOptions(c *cli.Context) (pipeline.CreateOptions, error) {
 	o := pipeline.CreateOptions{Overwrite: c.Bool("force"), Strength: c.Int("cocoonfs-strength"), ZeroFree: c.Bool("cocoonfs-zero-free")}
 	if c.IsSet("size") {
-		n, err := parseSize(c.String("size"))
+		n, err := container.ParseSize(c.String("size"))
 		if err != nil {
 			return o, usagef("%s: --size: %v", c.Command.FullName(), err)
 		}
@@ -74,10 +49,20 @@ func createOptions(c *cli.Context) (pipeline.CreateOptions, error) {
 	return o, nil
 }
 
-// checkSize refuses a --size below what the container needs.
-func checkSize(c *cli.Context, f container.Format, o pipeline.CreateOptions) error {
-	if min := f.MinSize(o); o.Size != 0 && o.Size < min {
-		return usagef("%s: --size %d is below the minimum of %d bytes for a %s vTPM image", c.Command.FullName(), o.Size, min, f.Name())
+// checkCreate refuses, before any work, a --size the container cannot
+// take and CocoonFS flags for another container.
+func checkCreate(c *cli.Context, f container.Format, o pipeline.CreateOptions) error {
+	if o.Size != 0 {
+		if err := f.CheckSize(o.Size, o); err != nil {
+			return usagef("%s: --size %s: %v", c.Command.FullName(), c.String("size"), err)
+		}
+	}
+	if f.Name() != "cocoonfs" {
+		for _, fl := range []string{"cocoonfs-strength", "cocoonfs-zero-free"} {
+			if c.IsSet(fl) {
+				return usagef("%s: --%s applies to CocoonFS images only, and this image is %s; drop the flag", c.Command.FullName(), fl, f.Name())
+			}
+		}
 	}
 	return nil
 }
@@ -277,7 +262,7 @@ Examples:
 			} else if f, err = container.Get(cmp.Or(c.String("container"), "blockfs")); err != nil {
 				return usagef("pack: --container: %v", err)
 			}
-			if err := checkSize(c, f, o); err != nil {
+			if err := checkCreate(c, f, o); err != nil {
 				return err
 			}
 			if err := pipeline.WriteState(f, out, k, nvb, o); err != nil {

@@ -317,24 +317,14 @@ Example:
 
 var persistFlag = &cli.StringFlag{Name: "persist", Usage: "also make keys persistent, comma-separated: `ek` (each certified EK at its TCG Provisioning Guidance handle: RSA 0x81010001, ECC 0x81010002), srk (the storage root key systemd creates at 0x81000001: ECC NIST P-256, SHA-256, AES-128-CFB, restricted decrypt, noDA, attributes 0x00030472)"}
 
-// parsePersist reads --persist.
-func parsePersist(s string, algs []ek.Alg) (pipeline.Persist, error) {
-	var p pipeline.Persist
-	for _, f := range strings.Split(s, ",") {
-		switch strings.TrimSpace(f) {
-		case "":
-		case "ek":
-			p.EK = true
-			for _, a := range algs {
-				if _, err := pipeline.EKHandle(a); err != nil {
-					return p, usagef("--persist ek: %v", err)
-				}
-			}
-		case "srk":
-			p.SRK = true
-		default:
-			return p, usagef("--persist: %q is neither ek nor srk", f)
-		}
+// parsePersist reads --persist; notes go to standard error.
+func (e *cmdEnv) parsePersist(c *cli.Context, algs []ek.Alg) (pipeline.Persist, error) {
+	p, notes, err := pipeline.ParsePersist(c.String("persist"), algs)
+	if err != nil {
+		return p, usagef("%s: --persist: %v", c.Command.FullName(), err)
+	}
+	for _, n := range notes {
+		fmt.Fprintf(e.stderr, "note: --persist ek: %s\n", n)
 	}
 	return p, nil
 }
@@ -350,19 +340,11 @@ func checkAlgs(p *nv.Profile, algs []ek.Alg) error {
 }
 
 func parseAlgs(s string) ([]ek.Alg, error) {
-	var out []ek.Alg
-	seen := map[ek.Alg]bool{}
-	for _, f := range strings.Split(s, ",") {
-		a, err := ek.ParseAlg(strings.TrimSpace(f))
-		if err != nil {
-			return nil, usagef("--ek: %v", err)
-		}
-		if !seen[a] {
-			out = append(out, a)
-			seen[a] = true
-		}
+	algs, err := ek.ParseAlgs(s)
+	if err != nil {
+		return nil, usagef("--ek: %v", err)
 	}
-	return out, nil
+	return algs, nil
 }
 
 func certFlags() []cli.Flag {
@@ -492,7 +474,7 @@ Examples:
 				if cf, err = resolveContainer(c, p); err != nil {
 					return err
 				}
-				if err := checkSize(c, cf, co); err != nil {
+				if err := checkCreate(c, cf, co); err != nil {
 					return err
 				}
 				if key, err = e.loadKey(c, ""); err != nil {
@@ -504,7 +486,7 @@ Examples:
 			}
 			// Every output is checked before any work and written all
 			// together, or not at all.
-			persist, err := parsePersist(c.String("persist"), algs)
+			persist, err := e.parsePersist(c, algs)
 			if err != nil {
 				return err
 			}

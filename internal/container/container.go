@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/input"
@@ -132,4 +134,30 @@ func DetectFile(path string) (Format, error) {
 		}
 	}
 	return formats["blockfs"], nil
+}
+
+// ParseSize reads an image size: bytes, or a number with a binary unit
+// (K, M, G, T, or KiB, MiB, GiB, TiB; B for bytes). Whether a container
+// takes the size is CheckSize's to say.
+func ParseSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		shift  uint
+	}{{"KiB", 10}, {"MiB", 20}, {"GiB", 30}, {"TiB", 40}, {"K", 10}, {"M", 20}, {"G", 30}, {"T", 40}, {"B", 0}}
+	t := strings.TrimSpace(s)
+	shift := uint(0)
+	for _, u := range units {
+		if strings.HasSuffix(t, u.suffix) {
+			t, shift = strings.TrimSuffix(t, u.suffix), u.shift
+			break
+		}
+	}
+	n, err := strconv.ParseUint(t, 10, 64)
+	if err != nil || t == "" {
+		return 0, fmt.Errorf("%q is not a size; give bytes, or a number with K, M, G, T or KiB, MiB, GiB, TiB (e.g. 8M)", s)
+	}
+	if n == 0 || n > MaxImageSize>>shift {
+		return 0, fmt.Errorf("%q is out of range; give 1 byte to 1 TiB", s)
+	}
+	return int64(n << shift), nil
 }

@@ -183,3 +183,21 @@ func (k *Key) RSAPrivate() ([]byte, error) {
 	}
 	return out, nil
 }
+
+// ParseAlgs reads a comma-separated list of EK types (template names or
+// aliases, as ParseAlg takes them), each once, in the order given.
+func ParseAlgs(s string) ([]Alg, error) {
+	var out []Alg
+	seen := map[Alg]bool{}
+	for _, f := range strings.Split(s, ",") {
+		a, err := ParseAlg(strings.TrimSpace(f))
+		if err != nil {
+			return nil, err
+		}
+		if !seen[a] {
+			out = append(out, a)
+			seen[a] = true
+		}
+	}
+	return out, nil
+}

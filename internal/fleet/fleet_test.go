@@ -22,19 +22,7 @@ func testOptions(t *testing.T, dir string) Options {
 	}
 	return Options{
 		Dir: dir, Jobs: 2, Cert: pipeline.CertOptions{CA: &ekcert.CA{Cert: cert, Signer: signer}},
-		Defaults:  Defaults{Profile: "svsm-poc", Algs: []ek.Alg{ek.RSA2048, ek.ECCP256}},
-		ParseSize: func(s string) (int64, error) { var n int64; _, err := fmt.Sscan(s, &n); return n, err },
-		ParseAlgs: func(s string) ([]ek.Alg, error) {
-			var out []ek.Alg
-			for _, a := range strings.Split(s, ",") {
-				alg, err := ek.ParseAlg(a)
-				if err != nil {
-					return nil, err
-				}
-				out = append(out, alg)
-			}
-			return out, nil
-		},
+		Defaults: Defaults{Profile: "svsm-poc", Algs: []ek.Alg{ek.RSA2048, ek.ECCP256}},
 	}
 }
 
@@ -62,13 +50,13 @@ func TestManifestRefusals(t *testing.T) {
 		{"", "no VMs"},
 	} {
 		p := write(t, filepath.Join(dir, "m"), c.text)
-		_, err := ParseManifest(p, Checks{})
+		_, err := ParseManifest(p)
 		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), p) {
 			t.Errorf("%q: %v (want %q)", c.text, err, c.want)
 		}
 	}
 	key := write(t, filepath.Join(dir, "k"), strings.Repeat("ab", 64))
-	vms, err := ParseManifest(write(t, filepath.Join(dir, "ok.jsonl"), `{"name":"vm-1","profile":"svsm-2026","size":"1048576"}`+"\n"+`{"name":"vm-2","key_file":"`+key+`"}`+"\n"), Checks{})
+	vms, err := ParseManifest(write(t, filepath.Join(dir, "ok.jsonl"), `{"name":"vm-1","profile":"svsm-2026","size":"1048576"}`+"\n"+`{"name":"vm-2","key_file":"`+key+`"}`+"\n"))
 	if err != nil || len(vms) != 2 || vms[0].Profile != "svsm-2026" || vms[1].KeyFile != key {
 		t.Fatalf("%v %+v", err, vms)
 	}

@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/vtpm-mfg/vtpm-mfg/internal/container"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/ek"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/input"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/keyfile"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
@@ -57,19 +58,12 @@ var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 // reserved names would collide with the run's own files.
 var reserved = map[string]bool{"register": true, "fleet.jsonl": true}
 
-// SizeParser and AlgsParser check the size and ek columns (set by the
-// caller, which owns their syntax).
-type Checks struct {
-	Size func(string) error
-	Algs func(string) error
-}
-
 // MaxManifestBytes bounds a manifest (about a million VMs).
 const MaxManifestBytes = 256 << 20
 
 // ParseManifest reads a manifest: CSV with a header line, or JSON lines
 // (one object per line). Every row is checked before anything is made.
-func ParseManifest(path string, ck Checks) ([]VM, error) {
+func ParseManifest(path string) ([]VM, error) {
 	data, err := input.ReadFile(path, "manifest", MaxManifestBytes)
 	if err != nil {
 		return nil, err
@@ -86,7 +80,7 @@ func ParseManifest(path string, ck Checks) ([]VM, error) {
 	if len(vms) == 0 {
 		return nil, fmt.Errorf("%s: no VMs", path)
 	}
-	return vms, Check(path, vms, ck)
+	return vms, Check(path, vms)
 }
 
 func parseCSV(path string, data []byte) ([]VM, error) {
@@ -161,7 +155,7 @@ func parseJSONL(path string, data []byte) ([]VM, error) {
 
 // Check validates rows: names (unique, no path separators or dots only),
 // profiles, containers, sizes, EK lists and key files.
-func Check(path string, vms []VM, ck Checks) error {
+func Check(path string, vms []VM) error {
 	seen := map[string]int{}
 	for _, vm := range vms {
 		at := fmt.Sprintf("%s: line %d", path, vm.Line)
@@ -185,13 +179,13 @@ func Check(path string, vms []VM, ck Checks) error {
 				return fmt.Errorf("%s: %v", at, err)
 			}
 		}
-		if vm.Size != "" && ck.Size != nil {
-			if err := ck.Size(vm.Size); err != nil {
+		if vm.Size != "" {
+			if _, err := container.ParseSize(vm.Size); err != nil {
 				return fmt.Errorf("%s: size: %v", at, err)
 			}
 		}
-		if vm.EK != "" && ck.Algs != nil {
-			if err := ck.Algs(vm.EK); err != nil {
+		if vm.EK != "" {
+			if _, err := ek.ParseAlgs(vm.EK); err != nil {
 				return fmt.Errorf("%s: ek: %v", at, err)
 			}
 		}
@@ -221,7 +215,7 @@ func Generate(count int, pattern string) ([]VM, error) {
 	for i := range vms {
 		vms[i] = VM{Name: fmt.Sprintf(pattern, i+1), Line: i + 1}
 	}
-	return vms, Check("--name", vms, Checks{})
+	return vms, Check("--name", vms)
 }
 
 // Shard keeps the VMs of shard i of n: those whose name hashes (FNV-1a)

@@ -35,13 +35,11 @@ type Defaults struct {
 
 // Options control a run.
 type Options struct {
-	Dir       string
-	Jobs      int
-	Cert      pipeline.CertOptions
-	Defaults  Defaults
-	ParseSize func(string) (int64, error)
-	ParseAlgs func(string) ([]ek.Alg, error)
-	KBSPath   string // resource path template, {name} replaced
+	Dir      string
+	Jobs     int
+	Cert     pipeline.CertOptions
+	Defaults Defaults
+	KBSPath  string // resource path template, {name} replaced
 	// KBSAdminToken is the broker's admin token file the kbs-client lines
 	// name ("": the script's KBS_ADMIN_TOKEN).
 	KBSAdminToken string
@@ -100,6 +98,9 @@ func lockDir(dir string) (*os.File, error) {
 // that are, in parallel; each VM directory appears only when complete.
 func Run(ctx context.Context, vms []VM, opts Options) (*Summary, error) {
 	start := time.Now()
+	if _, err := Plan(vms, opts); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("%s: %v", opts.Dir, atomicfile.ErrText(err))
 	}
@@ -176,6 +177,25 @@ func removeStale(dir string) {
 	}
 }
 
+// Plan resolves every VM against the defaults before any work, so that a
+// row no VM can be made from stops the run before it starts; it returns
+// the containers the VMs are written in.
+func Plan(vms []VM, opts Options) (map[string]bool, error) {
+	used := map[string]bool{}
+	for _, vm := range vms {
+		_, f, _, _, err := resolve(vm, opts)
+		if err != nil {
+			where := vm.Name
+			if vm.Line > 0 {
+				where = fmt.Sprintf("line %d (%s)", vm.Line, vm.Name)
+			}
+			return nil, fmt.Errorf("%s: %v", where, err)
+		}
+		used[f.Name()] = true
+	}
+	return used, nil
+}
+
 // resolve fills a VM's empty fields from the defaults.
 func resolve(vm VM, opts Options) (*nv.Profile, container.Format, pipeline.CreateOptions, []ek.Alg, error) {
 	d := opts.Defaults
@@ -190,13 +210,22 @@ func resolve(vm VM, opts Options) (*nv.Profile, container.Format, pipeline.Creat
 		return nil, nil, co, nil, err
 	}
 	if vm.Size != "" {
-		if co.Size, err = opts.ParseSize(vm.Size); err != nil {
+		if co.Size, err = container.ParseSize(vm.Size); err != nil {
 			return nil, nil, co, nil, err
+		}
+	}
+	if co.Size != 0 {
+		if err := f.CheckSize(co.Size, co); err != nil {
+			src := "the size column"
+			if vm.Size == "" {
+				src = "--size"
+			}
+			return nil, nil, co, nil, fmt.Errorf("%s: %v", src, err)
 		}
 	}
 	algs := d.Algs
 	if vm.EK != "" {
-		if algs, err = opts.ParseAlgs(vm.EK); err != nil {
+		if algs, err = ek.ParseAlgs(vm.EK); err != nil {
 			return nil, nil, co, nil, err
 		}
 	}

@@ -3,6 +3,8 @@ package pipeline
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/google/go-tpm/tpm2"
 
@@ -23,12 +25,56 @@ func EKHandle(alg ek.Alg) (uint32, error) {
 	if h, ok := ekHandles[alg]; ok {
 		return h, nil
 	}
-	t := ek.EKOf(alg)
-	id := string(alg)
-	if t != nil {
-		id = t.ID + " (" + string(alg) + ")"
+	return 0, fmt.Errorf("%s: TCG Provisioning Guidance assigns no persistent handle to this EK (only L-1 RSA 0x81010001 and L-2 ECC 0x81010002); persist only those", ekName(alg))
+}
+
+// ParsePersist reads a --persist list: "ek" (every certified EK that TCG
+// Provisioning Guidance gives a handle: L-1 and L-2), EK names (L-1,
+// rsa2048, ...) and "srk". certified are the EKs being certified. Notes
+// say which certified EKs "ek" leaves out, and why. A named EK without a
+// handle, or one not certified, is an error naming it.
+func ParsePersist(s string, certified []ek.Alg) (p Persist, notes []string, err error) {
+	add := func(a ek.Alg) {
+		if !slices.Contains(p.EKs, a) {
+			p.EKs = append(p.EKs, a)
+		}
 	}
-	return 0, fmt.Errorf("%s: TCG Provisioning Guidance assigns no persistent handle to this EK (only L-1 RSA 0x81010001 and L-2 ECC 0x81010002); persist only those", id)
+	for _, f := range strings.Split(s, ",") {
+		switch f = strings.TrimSpace(f); strings.ToLower(f) {
+		case "":
+		case "srk":
+			p.SRK = true
+		case "ek":
+			for _, a := range certified {
+				if _, herr := EKHandle(a); herr == nil {
+					add(a)
+				} else {
+					notes = append(notes, fmt.Sprintf("%s is certified but not persisted: TCG Provisioning Guidance assigns it no persistent handle", ekName(a)))
+				}
+			}
+		default:
+			a, perr := ek.ParseAlg(f)
+			if perr != nil {
+				return p, nil, fmt.Errorf("%q is neither ek, srk nor an EK type (%v)", f, perr)
+			}
+			if _, herr := EKHandle(a); herr != nil {
+				return p, nil, herr
+			}
+			if !slices.Contains(certified, a) {
+				return p, nil, fmt.Errorf("%s is not among the EKs to certify; add it to --ek, or persist another", ekName(a))
+			}
+			add(a)
+		}
+	}
+	return p, notes, nil
+}
+
+// ekName is an EK type's template name with its alias: "H-3 (ecc-p384)".
+func ekName(alg ek.Alg) string {
+	if t := ek.EKOf(alg); t != nil {
+		return t.ID + " (" + string(alg) + ")"
+	}
+	return string(alg)
 }
 
 // SRKTemplate is the storage root key template systemd creates at

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -162,8 +163,8 @@ type ManufactureOptions struct {
 
 // Persist says which keys a manufactured TPM also holds persistently.
 type Persist struct {
-	EK  bool // every certified EK at its TCG handle
-	SRK bool // systemd's storage root key at 0x81000001
+	EKs []ek.Alg // certified EKs, each at its TCG Provisioning Guidance handle
+	SRK bool     // systemd's storage root key at 0x81000001
 }
 
 // Manufacture creates a fresh NV image with EK certificates for each
@@ -186,11 +187,12 @@ func Manufacture(o ManufactureOptions) (*nv.Image, []Issued, error) {
 			return nil, nil, err
 		}
 	}
-	if o.Persist.EK {
-		for _, alg := range o.Algs {
-			if _, err := PersistEK(im, alg); err != nil {
-				return nil, nil, err
-			}
+	for _, alg := range o.Persist.EKs {
+		if !slices.Contains(o.Algs, alg) {
+			return nil, nil, fmt.Errorf("%s: only a certified EK is persisted; add it to the EKs to certify", alg)
+		}
+		if _, err := PersistEK(im, alg); err != nil {
+			return nil, nil, err
 		}
 	}
 	if o.Persist.SRK {
