@@ -12,8 +12,10 @@ import (
 	"encoding/asn1"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"os"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
@@ -31,7 +33,20 @@ import (
 
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
-		"vtpm-mfg": func() { os.Exit(run(os.Args, os.Stdin, os.Stdout, os.Stderr)) },
+		"vtpm-mfg": func() {
+			// Every message of every script run is walked for flags its
+			// command does not have; findings go to $FLAGCHECK.
+			var msgs bytes.Buffer
+			code := run(os.Args, os.Stdin, os.Stdout, io.MultiWriter(os.Stderr, &msgs))
+			if p := os.Getenv("FLAGCHECK"); p != "" {
+				if bad := foreignFlags(os.Args[1:], msgs.String()); len(bad) > 0 {
+					f, _ := os.OpenFile(p, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+					fmt.Fprintf(f, "%q: names %v: %q\n", os.Args[1:], bad, msgs.String())
+					f.Close()
+				}
+			}
+			os.Exit(code)
+		},
 	})
 }
 
@@ -40,9 +55,16 @@ func TestScripts(t *testing.T) {
 	if shared == "" {
 		t.Log("reference vectors not available: scripts marked [shared] are skipped")
 	}
+	flagcheck := filepath.Join(t.TempDir(), "flagcheck")
+	defer func() {
+		if b, err := os.ReadFile(flagcheck); err == nil {
+			t.Errorf("messages that suggest a flag their command does not have:\n%s", b)
+		}
+	}()
 	testscript.Run(t, testscript.Params{
 		Dir: "../../testdata/script",
 		Setup: func(env *testscript.Env) error {
+			env.Setenv("FLAGCHECK", flagcheck)
 			env.Setenv("SHARED", shared)
 			return nil
 		},

@@ -1,12 +1,17 @@
 package main
 
 import (
+	"io"
+	"regexp"
+
 	"bytes"
 	"crypto/rand"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/urfave/cli/v2"
 )
 
 // Strict input: each case exits with the right code, says what is wrong
@@ -64,12 +69,24 @@ func TestStrictInput(t *testing.T) {
 		{[]string{"key", "generate", "-o", "-"}, 2, "--output -", ""},
 		{[]string{"unpack", "--state", "s.img", "--key-file", "k", "-o", "-"}, 2, "--output -", ""},
 		{[]string{"pack", "--nvchip", "junk.nv", "--key-file", "k", "-o", "x.img"}, 1, "fits no known TPM profile", ""},
+		{[]string{"manufacture", "--profile", "svsm-2026", "--key-file", "k", "--ca-cert", "ca.pem", "--ca-key", "ca.key", "-o", "x.img", "--size", "8388609"}, 2, "--size 8388609: 8388609 bytes is not a whole number of 512-byte blocks for a cocoonfs image; give a multiple of 512, e.g. 8388608", ""},
+		{[]string{"manufacture", "--profile", "svsm-2026", "--key-file", "k", "--ca-cert", "ca.pem", "--ca-key", "ca.key", "-o", "x.img", "--size", "1T"}, 2, "--size 1T: 1099511627776 bytes is above the largest cocoonfs image this tool writes", ""},
+		{[]string{"manufacture", "--profile", "svsm-2026", "--key-file", "k", "--ca-cert", "ca.pem", "--ca-key", "ca.key", "-o", "x.img", "--size", "32K"}, 2, "--size 32K: 32768 bytes is below the minimum", ""},
+		{[]string{"pack", "--nvchip", "junk.nv", "--key-file", "k", "-o", "x.img", "--force", "--size", "16897"}, 2, "pack: --size 16897: 16897 bytes is not a whole number of 512-byte blocks", ""},
+		{[]string{"manufacture", "--key-file", "k", "--ca-cert", "ca.pem", "--ca-key", "ca.key", "-o", "x.img", "--cocoonfs-strength", "256"}, 2, "--cocoonfs-strength applies to CocoonFS images only, and this image is blockfs", ""},
+		{[]string{"manufacture", "--profile", "svsm-2026", "--container", "blockfs", "--key-file", "k", "--ca-cert", "ca.pem", "--ca-key", "ca.key", "-o", "x.img", "--cocoonfs-zero-free"}, 2, "--cocoonfs-zero-free applies to CocoonFS images only", ""},
+		{[]string{"pack", "--nvchip", "junk.nv", "--key-file", "k", "-o", "x.img", "--force", "--cocoonfs-zero-free"}, 2, "--cocoonfs-zero-free applies to CocoonFS images only", ""},
+		{[]string{"batch", "--count", "2", "--out-dir", "fleet", "--ca-cert", "ca.pem", "--ca-key", "ca.key", "--cocoonfs-strength", "192"}, 2, "--cocoonfs-strength applies to CocoonFS images only", ""},
+		{[]string{"batch", "--count", "2", "--out-dir", "fleet", "--ca-cert", "ca.pem", "--ca-key", "ca.key", "--size", "1000"}, 2, "--size: 1000 bytes is below the minimum", ""},
+		{[]string{"manufacture", "--key-file", "k", "--ca-cert", "ca.pem", "--ca-key", "ca.key", "-o", "x.img", "--ek", "L-1,H-3", "--persist", "H-3"}, 2, "--persist: H-3 (ecc-p384): TCG Provisioning Guidance assigns no persistent handle", ""},
+		{[]string{"manufacture", "--key-file", "k", "--ca-cert", "ca.pem", "--ca-key", "ca.key", "-o", "x.img", "--ek", "L-9"}, 2, "--ek: unknown EK type", ""},
 	} {
 		before := snapshot()
 		code, _, stderr := in(c.args...)
 		if code != c.code || !strings.Contains(stderr, c.want) || (c.not != "" && strings.Contains(stderr, c.not)) {
 			t.Errorf("%v: exit %d, want %d; stderr %q (want %q)", c.args, code, c.code, stderr, c.want)
 		}
+		checkFlagsNamed(t, c.args, stderr)
 		after := snapshot()
 		if len(after) != len(before) {
 			t.Errorf("%v: files changed: %d -> %d", c.args, len(before), len(after))
@@ -103,5 +120,71 @@ func TestOutputDashIsStdout(t *testing.T) {
 	}
 	if _, err := os.Stat("-"); err == nil {
 		t.Error("a file named - was written")
+	}
+}
+
+var flagRE = regexp.MustCompile(`(^|[\s("'])(--[a-z][a-z0-9-]*)`)
+
+// checkFlagsNamed fails if a message suggests a flag the command does not
+// have.
+func checkFlagsNamed(t *testing.T, args []string, msg string) {
+	t.Helper()
+	if bad := foreignFlags(args, msg); len(bad) > 0 {
+		t.Errorf("%v: the message names %v, which the command does not have: %q", args, bad, msg)
+	}
+}
+
+// foreignFlags lists the flags msg names that the command args run does
+// not have.
+func foreignFlags(args []string, msg string) []string {
+	cmd := findCommand(args)
+	if cmd == nil {
+		return nil
+	}
+	have := map[string]bool{"--help": true}
+	for _, f := range cmd.Flags {
+		for _, n := range f.Names() {
+			have["--"+n] = true
+		}
+	}
+	var bad []string
+	for _, m := range flagRE.FindAllStringSubmatch(msg, -1) {
+		if !have[m[2]] {
+			bad = append(bad, m[2])
+		}
+	}
+	return bad
+}
+
+// findCommand is the (sub)command args run.
+func findCommand(args []string) *cli.Command {
+	app := newApp(strings.NewReader(""), io.Discard, io.Discard)
+	var cmd *cli.Command
+	cmds := app.Commands
+	for _, a := range args {
+		var next *cli.Command
+		for _, c := range cmds {
+			if c.Name == a {
+				next = c
+			}
+		}
+		if next == nil {
+			break
+		}
+		cmd, cmds = next, next.Subcommands
+	}
+	return cmd
+}
+
+// The walk itself finds a flag its command lacks.
+func TestForeignFlags(t *testing.T) {
+	if bad := foreignFlags([]string{"pack", "--nvchip", "x"}, "x: fits no profile (use --profile svsm-2026)"); len(bad) != 1 || bad[0] != "--profile" {
+		t.Errorf("pack --profile not found: %v", bad)
+	}
+	if bad := foreignFlags([]string{"inspect"}, "give --profile svsm-2026 or --state"); len(bad) != 0 {
+		t.Errorf("inspect: %v", bad)
+	}
+	if bad := foreignFlags([]string{"batch", "verify", "fleet"}, "x (--ca-cert, --jobs, --kbs-path)"); len(bad) != 1 || bad[0] != "--kbs-path" {
+		t.Errorf("batch verify: %v", bad)
 	}
 }

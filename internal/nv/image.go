@@ -169,7 +169,7 @@ func (im *Image) checkFixed() error {
 	if fw := im.U32("firmwareV1"); fw != p.FirmwareV1 {
 		for _, q := range All() {
 			if q != p && q.FirmwareV1 == fw {
-				return p.errf("firmwareV1 is 0x%08x, which belongs to profile %s (use --profile %s)", fw, q.Name, q.Name)
+				return p.errf("firmwareV1 is 0x%08x, which belongs to profile %s, not %s", fw, q.Name, p.Name)
 			}
 		}
 		return p.errf("firmwareV1 is 0x%08x, this build has 0x%08x", fw, p.FirmwareV1)
