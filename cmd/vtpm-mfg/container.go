@@ -362,9 +362,11 @@ Example:
 			if string(old) == string(nk) {
 				return usagef("rotate-key: the new key is the current key")
 			}
-			if err := pipeline.RotateKey(c.String("state"), old, nk); err != nil {
+			warnings, err := pipeline.RotateKey(c.String("state"), old, nk)
+			if err != nil {
 				return err
 			}
+			e.warn(c.String("state"), warnings)
 			if c.Bool("json") {
 				return e.printJSON(map[string]any{"state": c.String("state"), "rotated": true})
 			}

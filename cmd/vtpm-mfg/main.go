@@ -263,6 +263,13 @@ func sameFile(a, b string) bool {
 	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
 }
 
+// warn prints the warnings about a file on standard error.
+func (e *cmdEnv) warn(path string, warnings []string) {
+	for _, w := range warnings {
+		fmt.Fprintf(e.stderr, "warning: %s: %s\n", path, w)
+	}
+}
+
 // printJSONLine prints one compact JSON line (progress events).
 func (e *cmdEnv) printJSONLine(v any) error {
 	return json.NewEncoder(e.stdout).Encode(v)

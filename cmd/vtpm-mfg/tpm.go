@@ -53,6 +53,9 @@ func (e *cmdEnv) loadImage(c *cli.Context) (*nv.Image, *pipeline.ContainerInfo, 
 func printContainer(w io.Writer, info *pipeline.ContainerInfo) {
 	fmt.Fprintf(w, "state image:        %s\n", info.Path)
 	fmt.Fprintf(w, "image size:         %d bytes (%d allocated)\n", info.ImageSize, info.AllocatedSize)
+	if info.KeyFingerprint != "" {
+		fmt.Fprintf(w, "state key:          %s (key kbs prints the same for the key registered with the broker)\n", info.KeyFingerprint)
+	}
 	if ci := info.CocoonFS; ci != nil {
 		fmt.Fprintf(w, "container:          CocoonFS format version %d, filesystem %d bytes, salt %d bytes, update counter %s\n", ci.FormatVersion, ci.FilesystemSize, ci.SaltLen, ci.UpdateCounter)
 		fmt.Fprintf(w, "layout:             allocation block %d, IO block %d, auth tree node %d / data block %d, bitmap block %d, index nodes %d/%d bytes\n",
@@ -60,6 +63,7 @@ func printContainer(w io.Writer, info *pipeline.ContainerInfo) {
 		fmt.Fprintf(w, "algorithms:         %s; auth tree nodes %s, data %s HMAC, root %s HMAC, preauth %s HMAC, KDF %s\n",
 			ci.Cipher, ci.AuthTreeNodeHash, ci.AuthTreeDataHMAC, ci.AuthTreeRootHMAC, ci.PreauthHMAC, ci.KDFHash)
 		fmt.Fprintf(w, "structure:          %d-level authentication tree, %d-level inode index, %d bytes allocated, %d bytes aux metadata\n", ci.AuthTreeLevels, ci.IndexLevels, ci.AllocatedBytes, ci.AuxMetadataBytes)
+		fmt.Fprintf(w, "free space:         %d bytes (the SVSM needs %d to rewrite the NVChip)\n", ci.FreeBytes, ci.RewriteFreeBytes)
 		fmt.Fprintf(w, "inodes:             %d\n", len(ci.Inodes))
 		for _, in := range ci.Inodes {
 			fmt.Fprintf(w, "  ns %d #%-10d 0x%09x  %7d bytes  flags 0x%02x  %s\n", in.Namespace, in.Number, in.Inode, in.Size, in.Flags, in.What)
@@ -587,10 +591,11 @@ Examples:
 			if der == nil {
 				in.Issue = &opts
 			}
-			summary, err := pipeline.InstallCert(state, key, in)
+			summary, warnings, err := pipeline.InstallCert(state, key, in)
 			if err != nil {
 				return err
 			}
+			e.warn(state, warnings)
 			if c.Bool("json") {
 				return e.printJSON(map[string]string{"state": state, "alg": string(alg), "nv_index": fmt.Sprintf("0x%08x", pipeline.CertIndex(alg)), "summary": summary})
 			}

@@ -19,7 +19,7 @@ func BenchmarkCocoonUpdate(b *testing.B) {
 			}
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if err := c.Update(p, k1, k2, nil); err != nil {
+				if _, err := c.Update(p, k1, k2, nil); err != nil {
 					b.Fatal(err)
 				}
 				k1, k2 = k2, k1

@@ -83,25 +83,25 @@ func (b blockFS) Prepare(path string, key, nvchip []byte, o CreateOptions) (func
 // oldKey). Data outside the used sectors is carried over extent by extent,
 // so holes stay holes and the cost does not depend on the image size. On any
 // error the image is left as it was.
-func (blockFS) Update(path string, oldKey, newKey []byte, change func([]byte) ([]byte, error)) error {
+func (blockFS) Update(path string, oldKey, newKey []byte, change func([]byte) ([]byte, error)) ([]string, error) {
 	rw, err := atomicfile.BeginRewrite(path)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer rw.Close()
 	f := rw.File
 	head, err := readHead(f, path)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	nv, _, err := blockfs.Decode(path, head, oldKey)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if change != nil {
 		out, err := change(nv)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if out != nil {
 			nv = out
@@ -112,10 +112,10 @@ func (blockFS) Update(path string, oldKey, newKey []byte, change func([]byte) ([
 	}
 	enc, err := blockfs.Encode(nv, newKey)
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	size := rw.Info.Size()
-	return rw.Commit(func(tmp *os.File) error {
+	return nil, rw.Commit(func(tmp *os.File) error {
 		if err := tmp.Truncate(size); err != nil {
 			return err
 		}

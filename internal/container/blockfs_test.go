@@ -23,7 +23,8 @@ func bfCreate(path string, key, nv []byte, size int64, overwrite bool) error {
 func bfRead(path string, key []byte) ([]byte, *Info, error) { return blockFS{}.Read(path, key) }
 
 func bfUpdate(path string, oldKey, newKey []byte, change func([]byte) ([]byte, error)) error {
-	return blockFS{}.Update(path, oldKey, newKey, change)
+	_, err := blockFS{}.Update(path, oldKey, newKey, change)
+	return err
 }
 
 func TestPackReproducesVector(t *testing.T) {

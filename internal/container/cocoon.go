@@ -66,6 +66,8 @@ type CocoonInfo struct {
 	AuthTreeLevels    int          `json:"auth_tree_levels"`
 	IndexLevels       int          `json:"inode_index_levels"`
 	AllocatedBytes    uint64       `json:"allocated_bytes"`
+	FreeBytes         uint64       `json:"free_bytes"`
+	RewriteFreeBytes  uint64       `json:"rewrite_needs_free_bytes"`
 	AuxMetadataBytes  int          `json:"aux_metadata_bytes"`
 	UpdateCounter     string       `json:"update_counter"`
 	Inodes            []InodeEntry `json:"inodes"`
@@ -121,6 +123,10 @@ func cocoonInfo(fs *cocoonfs.FS) *CocoonInfo {
 		AuxMetadataBytes:  len(fs.Info.AuxMetadata),
 		Inodes:            []InodeEntry{},
 	}
+	if ci.FilesystemSize > ci.AllocatedBytes {
+		ci.FreeBytes = ci.FilesystemSize - ci.AllocatedBytes
+	}
+	ci.RewriteFreeBytes = RewriteFree
 	c := fs.Info.UpdateCounter
 	rev := make([]byte, len(c))
 	for i := range c {
@@ -179,6 +185,28 @@ func markerFindings(fs *cocoonfs.FS) []string {
 	return nil
 }
 
+// RewriteFree is the free space the SVSM needs in a CocoonFS image to
+// rewrite its NVChip (a new copy of the 16 KiB file through the journal).
+// Measured with the reference implementation (cocoonfs-cli 0.1.2, mkfs
+// -H sha2 -C aes at -t 128 and 256, images in 512-byte steps): an NVChip
+// rewrite succeeded with 17280 bytes free and failed with 16768.
+const RewriteFree = 17280
+
+// headroomFindings reports an image in which the SVSM could not save its
+// TPM's state.
+func headroomFindings(fs *cocoonfs.FS) []string {
+	ab := uint64(128) << fs.Info.Layout.AllocBlock128Log2
+	used := fs.Info.AllocatedABs * ab
+	free := uint64(0)
+	if fs.Info.ImageBytes > used {
+		free = fs.Info.ImageBytes - used
+	}
+	if free >= RewriteFree {
+		return nil
+	}
+	return []string{fmt.Sprintf("only %d bytes of the CocoonFS image are free, and the SVSM needs %d free bytes to rewrite its NVChip: it could never save this TPM's state; re-create the image at least %d bytes larger (vtpm-mfg unpack, then pack it into a larger image)", free, RewriteFree, RewriteFree-free)}
+}
+
 func (cocoon) Read(path string, key []byte) ([]byte, *Info, error) {
 	f, _, err := input.Open(path, "state image")
 	if err != nil {
@@ -193,7 +221,7 @@ func (cocoon) Read(path string, key []byte) ([]byte, *Info, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	info := &Info{Path: path, Container: "cocoonfs", ImageSize: st.Size(), CocoonFS: cocoonInfo(fs), Findings: markerFindings(fs)}
+	info := &Info{Path: path, Container: "cocoonfs", ImageSize: st.Size(), CocoonFS: cocoonInfo(fs), Findings: append(markerFindings(fs), headroomFindings(fs)...)}
 	info.AllocatedSize = atomicfile.Allocated(st)
 	return append([]byte(nil), nvb...), info, nil
 }
@@ -308,27 +336,27 @@ func writeSparse(f *os.File, img []byte, size int64) error {
 	return nil
 }
 
-func (cocoon) Update(path string, oldKey, newKey []byte, change func([]byte) ([]byte, error)) error {
+func (cocoon) Update(path string, oldKey, newKey []byte, change func([]byte) ([]byte, error)) ([]string, error) {
 	rw, err := atomicfile.BeginRewrite(path)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer rw.Close()
 	img, st, err := readImage(path, rw.File)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	fs, nvb, err := openFS(path, img, oldKey)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if change != nil {
 		if f := markerFindings(fs); len(f) > 0 {
-			return fmt.Errorf("%s: %s; manufacture a new image instead", path, f[0])
+			return nil, fmt.Errorf("%s: %s; manufacture a new image instead", path, f[0])
 		}
 		out, err := change(append([]byte(nil), nvb...))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if out != nil {
 			nvb = out
@@ -360,19 +388,19 @@ func (cocoon) Update(path string, oldKey, newKey []byte, change func([]byte) ([]
 		Aux: aux, NoAux: aux == nil, Counter: &counter, ZeroFree: sparse,
 	})
 	if err != nil {
-		return fmt.Errorf("%s: %w; %s is unchanged", path, err, path)
+		return nil, fmt.Errorf("%s: %w; %s is unchanged", path, err, path)
 	}
 	// Prove the new image before it replaces the old one.
 	check, err := cocoonfs.Open(out, newKey)
 	if err != nil || len(check.Inodes) != len(inodes) {
-		return fmt.Errorf("%s: internal error: the rewritten image does not read back (%v); %s is unchanged", path, err, path)
+		return nil, fmt.Errorf("%s: internal error: the rewritten image does not read back (%v); %s is unchanged", path, err, path)
 	}
 	for i, in := range check.Inodes {
 		if in.Number != inodes[i].Number || in.Flags != inodes[i].Flags || !bytes.Equal(in.Data, inodes[i].Data) {
-			return fmt.Errorf("%s: internal error: inode 0x%x differs after the rewrite; %s is unchanged", path, in.Number, path)
+			return nil, fmt.Errorf("%s: internal error: inode 0x%x differs after the rewrite; %s is unchanged", path, in.Number, path)
 		}
 	}
-	return rw.Commit(func(tmp *os.File) error { return writeSparse(tmp, out, st.Size()) })
+	return headroomFindings(check), rw.Commit(func(tmp *os.File) error { return writeSparse(tmp, out, st.Size()) })
 }
 
 func allZero(b []byte) bool {

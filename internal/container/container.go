@@ -30,8 +30,10 @@ type Format interface {
 	Prepare(path string, key, nvchip []byte, o CreateOptions) (func(f *os.File) error, error)
 	// Update rewrites an existing image atomically under its lock: oldKey
 	// must open it; change (if not nil) may return a new NVChip; the image
-	// is written under newKey (nil: oldKey), everything else kept.
-	Update(path string, oldKey, newKey []byte, change func(nvchip []byte) ([]byte, error)) error
+	// is written under newKey (nil: oldKey), everything else kept. The
+	// warnings are problems of the image written that the rewrite keeps
+	// (such as too little free space for the SVSM).
+	Update(path string, oldKey, newKey []byte, change func(nvchip []byte) ([]byte, error)) (warnings []string, err error)
 	// MinSize and MaxSize bound the images Create accepts for o.
 	MinSize(o CreateOptions) int64
 	MaxSize(o CreateOptions) int64
@@ -73,6 +75,8 @@ type Info struct {
 	Container     string `json:"container"`
 	ImageSize     int64  `json:"image_size"`
 	AllocatedSize int64  `json:"allocated_size"`
+	// KeyFingerprint identifies the key that opened the image.
+	KeyFingerprint string `json:"key_fingerprint,omitempty"`
 	// BlockFS
 	Magic  uint32 `json:"magic,omitempty"`
 	NVSize uint64 `json:"nv_size,omitempty"`

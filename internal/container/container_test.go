@@ -39,7 +39,7 @@ func TestCocoonCreateReadUpdate(t *testing.T) {
 		t.Fatalf("wrong key: %v", err)
 	}
 	nv2 := randBytes(16384)
-	if err := c.Update(p, key, key2, func([]byte) ([]byte, error) { return nv2, nil }); err != nil {
+	if _, err := c.Update(p, key, key2, func([]byte) ([]byte, error) { return nv2, nil }); err != nil {
 		t.Fatal(err)
 	}
 	if got, _, err := c.Read(p, key2); err != nil || !bytes.Equal(got, nv2) {
@@ -75,7 +75,7 @@ func TestCocoonUpdateChurn(t *testing.T) {
 	c, _ := Get("cocoonfs")
 	key2 := randBytes(64)
 	nv := randBytes(16384)
-	if err := c.Update(p, key, key2, func([]byte) ([]byte, error) { return nv, nil }); err != nil {
+	if _, err := c.Update(p, key, key2, func([]byte) ([]byte, error) { return nv, nil }); err != nil {
 		t.Fatal(err)
 	}
 	img, _ := os.ReadFile(p)
@@ -124,7 +124,7 @@ func TestCocoonMissingMarker(t *testing.T) {
 		if err != nil || len(info.Findings) != 1 || !strings.Contains(info.Findings[0], "re-manufacture") {
 			t.Fatalf("marker %q: %v %v", marker, err, info)
 		}
-		err = c.Update(p, key, nil, func(b []byte) ([]byte, error) { return b, nil })
+		_, err = c.Update(p, key, nil, func(b []byte) ([]byte, error) { return b, nil })
 		if err == nil || !strings.Contains(err.Error(), p) {
 			t.Errorf("marker %q: rewrite: %v", marker, err)
 		}
@@ -145,7 +145,7 @@ func TestCocoonSparseKept(t *testing.T) {
 		if err := Create(c, p, key, randBytes(16384), CreateOptions{Size: 8 << 20, ZeroFree: zero}); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Update(p, key, randBytes(64), nil); err != nil {
+		if _, err := c.Update(p, key, randBytes(64), nil); err != nil {
 			t.Fatal(err)
 		}
 		st, _ := os.Stat(p)

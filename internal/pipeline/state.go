@@ -11,6 +11,7 @@ import (
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ek"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ekcert"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/input"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/keyfile"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
 )
 
@@ -97,14 +98,20 @@ func ReadStateNVChip(path string, key []byte) ([]byte, *ContainerInfo, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return f.Read(path, key)
+	nvb, info, err := f.Read(path, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	info.KeyFingerprint = keyfile.Fingerprint(key)
+	return nvb, info, nil
 }
 
-// RotateKey re-encrypts a state image under a new key, in place.
-func RotateKey(path string, oldKey, newKey []byte) error {
+// RotateKey re-encrypts a state image under a new key, in place; the
+// warnings are problems of the image that the rewrite keeps.
+func RotateKey(path string, oldKey, newKey []byte) ([]string, error) {
 	f, err := container.DetectFile(path)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	return f.Update(path, oldKey, newKey, nil)
 }
@@ -124,13 +131,14 @@ type Install struct {
 // InstallCert changes the state image atomically: the certificate is
 // checked against the EK the image's TPM derives (never overridable) and the
 // TCG profile, then stored; or a new one is issued. It returns a summary.
-func InstallCert(state string, key []byte, in Install) (string, error) {
-	var summary string
+//
+// The warnings are problems of the image that the rewrite keeps.
+func InstallCert(state string, key []byte, in Install) (summary string, warnings []string, err error) {
 	f, err := container.DetectFile(state)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	err = f.Update(state, key, nil, func(nvb []byte) ([]byte, error) {
+	warnings, err = f.Update(state, key, nil, func(nvb []byte) ([]byte, error) {
 		im, err := ParseNV(state, nvb, in.Profile)
 		if err != nil {
 			return nil, err
@@ -164,5 +172,5 @@ func InstallCert(state string, key []byte, in Install) (string, error) {
 		summary = "installed " + in.CertName + " as the " + string(in.Alg) + " EK certificate"
 		return im.Bytes(), nil
 	})
-	return summary, err
+	return summary, warnings, err
 }
