@@ -1,0 +1,107 @@
+package pipeline
+
+import (
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/vtpm-mfg/vtpm-mfg/internal/attest"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/ek"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
+)
+
+// ErrNoAttestation explains that a profile's SVSM line has no attestation
+// protocol.
+type ErrNoAttestation struct{ Profile string }
+
+func (e *ErrNoAttestation) Error() string {
+	return fmt.Sprintf("profile %s: this SVSM line (the proof-of-concept SVSM) has no attestation protocol (its SVSM protocols are core, vTPM and APIC), so there is no vTPM manifest to predict or verify; upstream SVSM (profile svsm-2026) reports one", e.Profile)
+}
+
+// AttestManifest is the vTPM service manifest the image's SVSM reports
+// (SVSM_ATTEST_SINGLE_SERVICE with the vTPM GUID): the TPMT_PUBLIC of the
+// EK the TPM creates for the L-1 template, the SVSM's DEFAULT_PUBLIC_AREA.
+// Whether that EK is certified or not does not matter.
+func AttestManifest(im *nv.Image) ([]byte, error) {
+	if !im.Profile.Attestation {
+		return nil, &ErrNoAttestation{Profile: im.Profile.Name}
+	}
+	k, err := DeriveEK(im, ek.RSA2048)
+	if err != nil {
+		return nil, err
+	}
+	return attest.VTPMManifest(k.Public), nil
+}
+
+// attestDigest is the hex SHA-512 of the image's vTPM manifest, "" for a
+// profile without attestation. l1 is the image's L-1 EK if already
+// derived (nil: derive it).
+func attestDigest(im *nv.Image, l1 *ek.Key) (string, error) {
+	if !im.Profile.Attestation {
+		return "", nil
+	}
+	m := []byte(nil)
+	if l1 != nil && l1.Alg == ek.RSA2048 {
+		m = attest.VTPMManifest(l1.Public)
+	} else {
+		var err error
+		if m, err = AttestManifest(im); err != nil {
+			return "", err
+		}
+	}
+	d := attest.Digest(m)
+	return hex.EncodeToString(d[:]), nil
+}
+
+// ExpectedFromCert is the vTPM whose L-1 EK an EK certificate certifies.
+func ExpectedFromCert(name string, c *x509.Certificate) (attest.Expected, error) {
+	k, ok := c.PublicKey.(*rsa.PublicKey)
+	if !ok {
+		return attest.Expected{}, fmt.Errorf("%s: certifies a %s key; the SVSM's vTPM manifest is the RSA-2048 EK (template L-1): give that EK's certificate (NV index 0x01C00002)", name, c.PublicKeyAlgorithm)
+	}
+	m, err := attest.ManifestForRSAKey(k)
+	if err != nil {
+		return attest.Expected{}, fmt.Errorf("%s: %v", name, err)
+	}
+	return attest.Expected{Name: fmt.Sprintf("the TPM certified by %s (serial %s)", name, c.SerialNumber.Text(16)), SHA512: attest.Digest(m)}, nil
+}
+
+// MaxEvidenceSize bounds the evidence files read (a report is 1184 bytes,
+// a certificate table at most 16 KiB).
+const MaxEvidenceSize = 1 << 20
+
+// ReadEvidenceFile reads a small regular file (never blocking on a pipe or
+// device), naming it in errors.
+func ReadEvidenceFile(path, what string) ([]byte, error) {
+	// Checked before opening: opening a FIFO would block.
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: cannot read the %s: %v", path, what, errText(err))
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file; copy the %s into a file first", path, what)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: cannot read the %s: %v", path, what, errText(err))
+	}
+	defer f.Close()
+	if st.Size() > MaxEvidenceSize {
+		return nil, fmt.Errorf("%s: %d bytes is too large for the %s (at most %d)", path, st.Size(), what, MaxEvidenceSize)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, MaxEvidenceSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	return b, nil
+}
+
+func errText(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}
