@@ -365,11 +365,12 @@ func EmbeddedRoots() (map[string][]*trust.AMDRootCerts, error) {
 		if err != nil {
 			return nil, err
 		}
-		v := trust.AMDRootCertsProduct(pl)
-		if err := v.FromKDSCertBytes(vlek); err != nil {
-			return nil, fmt.Errorf("embedded %s VLEK roots: %v", pl, err)
+		out[pl] = []*trust.AMDRootCerts{r}
+		// A VLEK bundle go-sev-guest cannot read leaves that product's
+		// VLEK reports unverifiable, not its VCEK reports.
+		if v := trust.AMDRootCertsProduct(pl); v.FromKDSCertBytes(vlek) == nil {
+			out[pl] = append(out[pl], v)
 		}
-		out[pl] = []*trust.AMDRootCerts{r, v}
 	}
 	return out, nil
 }
