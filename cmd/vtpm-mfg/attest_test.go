@@ -221,6 +221,18 @@ func TestAttest(t *testing.T) {
 	if code, o, _ := in(fleetArgs...); code != 1 || !strings.Contains(o, "FAIL manifest: ") || !strings.Contains(o, "any of the 2 expected vTPMs") {
 		t.Errorf("not in the fleet: exit %d %s", code, o)
 	}
+	// batch verify checks the recorded manifest SHA-512 against the image.
+	mustRun(t, in, "batch", "verify", "fleet", "--ca-cert", "ca.pem")
+	mj := filepath.Join("fleet", "vm-0002", "manifest.json")
+	b := read(t, mj)
+	var vm2 struct {
+		SHA string `json:"attestation_manifest_sha512"`
+	}
+	json.Unmarshal(b, &vm2)
+	write(t, mj, bytes.ReplaceAll(b, []byte(vm2.SHA), []byte(sha512Hex(vm1))))
+	if code, o, e := in("batch", "verify", "fleet", "--ca-cert", "ca.pem"); code != 1 || !strings.Contains(o+e, "attestation_manifest_sha512 is not the SHA-512 of this image's vTPM manifest") {
+		t.Errorf("batch verify with a wrong manifest SHA-512: exit %d %s%s", code, o, e)
+	}
 }
 
 func flip(t *testing.T, p string, off int) {

@@ -56,6 +56,10 @@ func attestDigest(im *nv.Image, l1 *ek.Key) (string, error) {
 	return hex.EncodeToString(d[:]), nil
 }
 
+// AttestManifestSHA512 is the hex SHA-512 of the image's vTPM manifest,
+// "" for a profile without attestation.
+func AttestManifestSHA512(im *nv.Image) (string, error) { return attestDigest(im, nil) }
+
 // ExpectedFromCert is the vTPM whose L-1 EK an EK certificate certifies.
 func ExpectedFromCert(name string, c *x509.Certificate) (attest.Expected, error) {
 	k, ok := c.PublicKey.(*rsa.PublicKey)
