@@ -64,7 +64,8 @@ func evidence(t *testing.T, s *attesttest.Signer, manifest []byte, r attesttest.
 	t.Helper()
 	nonce := make([]byte, 64)
 	rand.Read(nonce)
-	r.ReportData = attest.ReportData(nonce, manifest)
+	// Computed here, independently of package attest.
+	r.ReportData = sha512.Sum512(append(append([]byte(nil), nonce...), manifest...))
 	raw, err := s.Sign(r)
 	if err != nil {
 		t.Fatal(err)
@@ -160,6 +161,13 @@ func TestAttest(t *testing.T) {
 		{name: "EK certificate", manifest: vtpm, args: append(append([]string(nil), base...), "--certs", "certs.bin", "--ek-cert", "certs/ek-rsa2048.crt.pem")},
 		{name: "VCEK file", manifest: vtpm, args: append(append([]string(nil), base...), "--vcek", "vcek.pem", "--state", "state.img", "--key-file", "state.key")},
 		{name: "services table", manifest: attest.BuildServices([]attest.Service{{GUID: attest.VTPMGUID, Data: vtpm}, {GUID: attest.UEFIMMGUID, Data: []byte("uefi")}}), args: byImage},
+		{name: "policy flags", manifest: vtpm, report: attesttest.Report{ReportedTCB: 0x4405000000000002, ReportID: bytes.Repeat([]byte{0xab}, 32)},
+			args: append(append([]string(nil), byCert...), "--min-tcb", "bl=2,tee=0,snp=5,ucode=68", "--policy", "0x30000", "--report-id", strings.Repeat("ab", 32), "--chip-id", strings.Repeat("00", 64))},
+		{name: "TCB below the minimum", manifest: vtpm, report: attesttest.Report{ReportedTCB: 0x4405000000000002},
+			args: append(append([]string(nil), byCert...), "--min-tcb", "bl=2,tee=0,snp=5,ucode=69"), fail: "tcb"},
+		{name: "raw TCB below the minimum", manifest: vtpm, report: attesttest.Report{ReportedTCB: 0x4405000000000002},
+			args: append(append([]string(nil), byCert...), "--min-tcb", "0x4406000000000002"), fail: "tcb"},
+		{name: "another policy", manifest: vtpm, args: append(append([]string(nil), byCert...), "--policy", "0x70000"), fail: "policy"},
 		{name: "flipped report byte", manifest: vtpm, tamper: func() { flip(t, "report.bin", 0x90) }, args: byCert, fail: "signature"},
 		{name: "another nonce", manifest: vtpm, tamper: func() { write(t, "nonce.bin", bytes.Repeat([]byte{1}, 64)) }, args: byCert, fail: "report-data"},
 		{name: "another TPM's manifest", manifest: other, args: byCert, fail: "manifest"},

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha512"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -181,7 +182,8 @@ func newFixture(t *testing.T) *fixture {
 func (f *fixture) evidence(t *testing.T, manifest []byte, r attesttest.Report) attest.Evidence {
 	t.Helper()
 	if r.ReportData == ([64]byte{}) {
-		r.ReportData = attest.ReportData(f.nonce, manifest)
+		// Computed here, independently of ReportData.
+		r.ReportData = sha512.Sum512(append(append([]byte(nil), f.nonce...), manifest...))
 	}
 	raw, err := f.signer.Sign(r)
 	if err != nil {
@@ -266,6 +268,16 @@ func TestVerifyTestChain(t *testing.T) {
 		{"TCB too low and another policy", func() attest.Evidence {
 			return f.evidence(t, f.vtpm, attesttest.Report{ReportedTCB: 0x4405000000000002})
 		}, attest.Policy{GuestPolicy: ptr(uint64(0x31000)), MinTCB: ptr(uint64(0x4406000000000002))}, "policy,tcb"},
+		{"version 3 with CPUID", func() attest.Evidence {
+			return f.evidence(t, f.vtpm, attesttest.Report{Version: 3, FMS: 0x00a00f11})
+		}, attest.Policy{}, ""},
+		{"version 3 without a VCEK", func() attest.Evidence {
+			ev := f.evidence(t, f.vtpm, attesttest.Report{Version: 3, FMS: 0x00a00f11})
+			ev.CertTable = nil
+			return ev
+		}, attest.Policy{}, "signature"},
+		{"version 1", func() attest.Evidence { return f.evidence(t, f.vtpm, attesttest.Report{Version: 1}) }, attest.Policy{}, "signature,version"},
+		{"VLEK with the ASK's roots", func() attest.Evidence { return f.evidence(t, f.vtpm, attesttest.Report{VLEK: true}) }, attest.Policy{}, "signature"},
 		{"report ID", func() attest.Evidence {
 			return f.evidence(t, f.vtpm, attesttest.Report{ReportID: bytes.Repeat([]byte{3}, 32)})
 		}, attest.Policy{ReportID: bytes.Repeat([]byte{4}, 32)}, "report-id"},
@@ -281,6 +293,22 @@ func TestVerifyTestChain(t *testing.T) {
 				t.Errorf("matched %q", r.VTPM)
 			}
 		})
+	}
+	// A VLEK-signed report verifies with the ASVK's roots.
+	vroots, _, err := attest.RootsFromKDS(f.signer.VLEKRootsPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	vo := f.opts
+	vo.Roots = vroots
+	if r := attest.Verify(f.evidence(t, f.vtpm, attesttest.Report{VLEK: true}), vo); !r.Accepted || r.Signer != "VLEK" {
+		t.Errorf("VLEK: %+v", r.Checks)
+	}
+	// Without a VCEK the message points at AMD's key distribution service.
+	ev := f.evidence(t, f.vtpm, attesttest.Report{Version: 3, FMS: 0x00a00f11})
+	ev.CertTable = nil
+	if fc := attest.Verify(ev, f.opts).Failed(); len(fc) != 1 || !strings.Contains(fc[0].Detail, "https://kdsintf.amd.com/vcek/v1/Milan/") {
+		t.Errorf("%+v", fc)
 	}
 	// The size-prefixed manifest is named as such.
 	r := attest.Verify(f.evidence(t, sized, attesttest.Report{}), f.opts)

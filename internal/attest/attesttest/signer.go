@@ -33,6 +33,8 @@ type Report struct {
 	Measurement []byte // 48 bytes or nil
 	ReportID    []byte // 32 bytes or nil
 	ReportedTCB uint64
+	FMS         uint32 // CPUID_1_EAX family/model/stepping (version 3 and later)
+	VLEK        bool   // signed with the VLEK instead of the VCEK
 }
 
 func sized(b []byte, n int) []byte {
@@ -55,7 +57,10 @@ func (s *Signer) Sign(r Report) ([]byte, error) {
 		FamilyId: make([]byte, 16), ImageId: make([]byte, 16), ReportData: r.ReportData[:],
 		Measurement: sized(r.Measurement, 48), HostData: make([]byte, 32), IdKeyDigest: make([]byte, 48),
 		AuthorKeyDigest: make([]byte, 48), ReportId: sized(r.ReportID, 32), ReportIdMa: make([]byte, 32),
-		ChipId: s.s.HWID[:], Signature: make([]byte, 512),
+		ChipId: s.s.HWID[:], Signature: make([]byte, 512), Cpuid1EaxFms: r.FMS,
+	}
+	if r.VLEK {
+		rep.SignerInfo = abi.ComposeSignerInfo(abi.SignerInfo{SigningKey: abi.VlekReportSigner})
 	}
 	raw, err := abi.ReportToAbiBytes(rep)
 	if err != nil {
@@ -76,6 +81,12 @@ func (s *Signer) CertTable() ([]byte, error) { return s.s.CertTableBytes() }
 
 // VCEK is the VCEK certificate, DER.
 func (s *Signer) VCEK() []byte { return s.s.Vcek.Raw }
+
+// VLEKRootsPEM is the ASVK then the ARK in PEM (.../vlek/v1/PRODUCT/cert_chain).
+func (s *Signer) VLEKRootsPEM() []byte {
+	return append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.s.Asvk.Raw}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.s.Ark.Raw})...)
+}
 
 // RootsPEM is the ASK then the ARK in PEM, as AMD's key distribution
 // service serves a product's cert_chain.
