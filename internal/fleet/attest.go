@@ -16,7 +16,7 @@ import (
 // fleet.jsonl, each named by its VM.
 func AttestIdentities(dir string) ([]attest.Expected, error) {
 	p := filepath.Join(dir, "fleet.jsonl")
-	b, err := pipeline.ReadEvidenceFile(p, "fleet index")
+	b, err := pipeline.ReadRegularFile(p, "fleet index", 1<<30)
 	if err != nil {
 		return nil, fmt.Errorf("%w (is %s a directory made by vtpm-mfg batch?)", err, dir)
 	}

@@ -80,6 +80,12 @@ const MaxEvidenceSize = 1 << 20
 // ReadEvidenceFile reads a small regular file (never blocking on a pipe or
 // device), naming it in errors.
 func ReadEvidenceFile(path, what string) ([]byte, error) {
+	return ReadRegularFile(path, what, MaxEvidenceSize)
+}
+
+// ReadRegularFile reads a regular file of at most max bytes (never
+// blocking on a pipe or device), naming it in errors.
+func ReadRegularFile(path, what string, max int64) ([]byte, error) {
 	// Checked before opening: opening a FIFO would block.
 	st, err := os.Stat(path)
 	if err != nil {
@@ -93,12 +99,15 @@ func ReadEvidenceFile(path, what string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: cannot read the %s: %v", path, what, errText(err))
 	}
 	defer f.Close()
-	if st.Size() > MaxEvidenceSize {
-		return nil, fmt.Errorf("%s: %d bytes is too large for the %s (at most %d)", path, st.Size(), what, MaxEvidenceSize)
+	if st.Size() > max {
+		return nil, fmt.Errorf("%s: %d bytes is too large for the %s (at most %d)", path, st.Size(), what, max)
 	}
-	b, err := io.ReadAll(io.LimitReader(f, MaxEvidenceSize+1))
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s: grew past %d bytes while being read; read it again when nothing writes it", path, max)
 	}
 	return b, nil
 }
