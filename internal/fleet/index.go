@@ -27,6 +27,9 @@ type FleetLine struct {
 	Container string            `json:"container"`
 	EKs       map[string]string `json:"ek_fingerprints"`
 	Serials   map[string]string `json:"certificate_serials"`
+	// AttestationManifestSHA512 is the SHA-512 of the VM's vTPM
+	// manifest (pipeline.Manifest), for attest verify --fleet.
+	AttestationManifestSHA512 string `json:"attestation_manifest_sha512,omitempty"`
 }
 
 // WriteIndex rebuilds fleet.jsonl and the registration bundle in
@@ -47,7 +50,7 @@ func WriteIndex(dir string, ca *x509.Certificate, chain []*x509.Certificate, kbs
 	var fleet, kbsList, sh bytes.Buffer
 	var inv bytes.Buffer
 	cw := csv.NewWriter(&inv)
-	cw.Write([]string{"name", "profile", "container", "alg", "ek_fingerprint", "certificate_serial", "nv_index"})
+	cw.Write([]string{"name", "profile", "container", "alg", "ek_fingerprint", "certificate_serial", "nv_index", "attestation_manifest_sha512"})
 	sh.WriteString(scriptHead(adminToken))
 	for _, n := range names {
 		vdir := filepath.Join(dir, n)
@@ -55,10 +58,10 @@ func WriteIndex(dir string, ca *x509.Certificate, chain []*x509.Certificate, kbs
 		if err != nil {
 			return err
 		}
-		fl := FleetLine{Name: n, Directory: n, Profile: m.Profile, Container: m.Container, EKs: map[string]string{}, Serials: map[string]string{}}
+		fl := FleetLine{Name: n, Directory: n, Profile: m.Profile, Container: m.Container, EKs: map[string]string{}, Serials: map[string]string{}, AttestationManifestSHA512: m.AttestationManifestSHA512}
 		for _, e := range m.EKs {
 			fl.EKs[e.Alg], fl.Serials[e.Alg] = e.KeySHA256, e.Serial
-			cw.Write([]string{n, m.Profile, m.Container, e.Alg, e.KeySHA256, e.Serial, e.Index})
+			cw.Write([]string{n, m.Profile, m.Container, e.Alg, e.KeySHA256, e.Serial, e.Index, m.AttestationManifestSHA512})
 		}
 		b, _ := json.Marshal(fl)
 		fleet.Write(append(b, '\n'))

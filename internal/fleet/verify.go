@@ -45,7 +45,7 @@ func (r *vmRecord) keyPath(dir string) string {
 // container its profile's SVSM reads, and every EK certificate is in NV,
 // compliant, chained to the CA and certifies the derived EK.
 func VerifyVM(dir string, ca *x509.Certificate, chain []*x509.Certificate) error {
-	rec, _, err := readRecord(dir)
+	rec, m, err := readRecord(dir)
 	if err != nil {
 		return err
 	}
@@ -68,6 +68,11 @@ func VerifyVM(dir string, ca *x509.Certificate, chain []*x509.Certificate) error
 	}
 	all := append([]*x509.Certificate{ca}, chain...)
 	f := append(pipeline.ImageFindings(im, info), pipeline.Verify(im, pipeline.VerifyOptions{CA: all[len(all)-1:], Intermediates: all[:len(all)-1], Algs: algs})...)
+	if m.AttestationManifestSHA512 != "" {
+		if d, err := pipeline.AttestManifestSHA512(im); err != nil || d != m.AttestationManifestSHA512 {
+			f = append(f, fmt.Sprintf("%s: attestation_manifest_sha512 is not the SHA-512 of this image's vTPM manifest (%s%s); attest verify --fleet would name the wrong VM", filepath.Join(dir, "manifest.json"), d, errOrEmpty(err)))
+		}
+	}
 	if len(f) > 0 {
 		return errors.New(strings.Join(f, "; "))
 	}
@@ -132,4 +137,11 @@ func VerifyDir(ctx context.Context, dir string, ca *x509.Certificate, chain []*x
 	close(idx)
 	wg.Wait()
 	return res, ctx.Err()
+}
+
+func errOrEmpty(err error) string {
+	if err == nil {
+		return ""
+	}
+	return ": " + err.Error()
 }

@@ -84,6 +84,10 @@ type Profile struct {
 	// Container names the state image format the SVSM line using this
 	// build keeps the NVChip in (package container).
 	Container string
+	// Attestation says that the SVSM line using this build has the SVSM
+	// attestation protocol, whose vTPM service manifest is the L-1 EK's
+	// TPMT_PUBLIC (package attest).
+	Attestation bool
 	// Switches are the build's algorithm switches (ALG_SHA512, RSA_4096,
 	// ECC_NIST_P384, ...), as measured; absent means not built.
 	Switches map[string]bool

@@ -163,6 +163,7 @@ var SVSM2026 = register(&Profile{
 	SpecRevision: 184,
 	RSACandidate: "tcg-1.84",
 	Container:    "cocoonfs",
+	Attestation:  true,
 	Switches:     svsmAlgorithms,
 	VendorString: "xCG fTPM",
 	NVSize:       16384,

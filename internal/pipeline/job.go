@@ -42,6 +42,9 @@ type Manifest struct {
 	NVChipSHA256 string         `json:"nvchip_sha256"`
 	EKs          []ManifestCert `json:"endorsement_keys"`
 	Persistent   []string       `json:"persistent_handles,omitempty"`
+	// AttestationManifestSHA512 is the SHA-512 of the vTPM service
+	// manifest the SVSM's attestation reports (profiles with attestation).
+	AttestationManifestSHA512 string `json:"attestation_manifest_sha512,omitempty"`
 }
 
 // ManifestCert describes one EK and its certificate.
@@ -107,6 +110,15 @@ func (j *Job) Run() (*Manifest, error) {
 	var b atomicfile.Batch
 	defer b.Abort()
 	m := &Manifest{Profile: j.Profile.Name, Output: j.Output, Format: "nvchip", NVChipSHA256: hexSHA256(nvb), Persistent: persistent}
+	var l1 *ek.Key
+	for _, is := range issued {
+		if is.Alg == ek.RSA2048 {
+			l1 = is.Key
+		}
+	}
+	if m.AttestationManifestSHA512, err = attestDigest(im, l1); err != nil {
+		return nil, err
+	}
 	fill := func(f *os.File) error { _, err := f.Write(nvb); return err }
 	if j.Container != nil {
 		m.Format, m.Container = "state", j.Container.Name()

@@ -35,6 +35,8 @@ type Report struct {
 	Objects      []ObjectReport    `json:"persistent_objects"`
 	FreeBytes    int               `json:"nv_free_bytes"`
 	EKs          []EKReport        `json:"endorsement_keys"`
+	// AttestationManifestSHA512: see Manifest.
+	AttestationManifestSHA512 string `json:"attestation_manifest_sha512,omitempty"`
 }
 
 // ObjectReport is one persistent object.
@@ -237,6 +239,7 @@ func Describe(im *nv.Image) (*Report, error) {
 		}
 		r.Indices = append(r.Indices, ir)
 	}
+	var l1 *ek.Key
 	sort.Slice(r.Indices, func(i, j int) bool { return r.Indices[i].Handle < r.Indices[j].Handle })
 	for _, t := range ek.EKTypes {
 		alg := t.Alg
@@ -260,6 +263,13 @@ func Describe(im *nv.Image) (*Report, error) {
 			er.Certified = &m
 		}
 		r.EKs = append(r.EKs, er)
+		if alg == ek.RSA2048 {
+			l1 = k
+		}
+	}
+	var err error
+	if r.AttestationManifestSHA512, err = attestDigest(im, l1); err != nil {
+		return nil, err
 	}
 	return r, nil
 }
@@ -316,6 +326,9 @@ func (r *Report) Text() string {
 			}
 		}
 		fmt.Fprintf(&b, "  %-9s %s  name %s  (%s at %s)\n", e.Alg, e.KeySHA256, e.Name, cert, e.CertIndex)
+	}
+	if r.AttestationManifestSHA512 != "" {
+		fmt.Fprintf(&b, "attestation:        vTPM manifest (L-1 EK TPMT_PUBLIC) SHA-512 %s\n", r.AttestationManifestSHA512)
 	}
 	return b.String()
 }
