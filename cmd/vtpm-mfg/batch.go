@@ -58,7 +58,7 @@ upstream SVSM's attestation proxy currently asks for default/sample/test
 for every VM.
 
 Examples:
-  vtpm-mfg batch --count 200 --name vm-%04d --out-dir fleet --ca-cert ca.pem --ca-key ca.key
+  vtpm-mfg batch --count 20 --name vm-%04d --out-dir fleet --ca-cert ca.pem --ca-key ca.key
   vtpm-mfg batch --manifest vms.csv --out-dir fleet --ca-cert ca.pem --ca-key ca.key --shard 0/4
   vtpm-mfg batch verify fleet --ca-cert ca.pem`
 
