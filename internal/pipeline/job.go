@@ -30,18 +30,20 @@ type Job struct {
 	CertDir   string // "" for none
 	Force     bool
 	Persist   Persist
+	DevID     DevIDSpec
 }
 
 // Manifest describes a manufactured TPM (manufacture --json).
 type Manifest struct {
-	Profile      string         `json:"profile"`
-	Output       string         `json:"output"`
-	Format       string         `json:"format"`
-	Container    string         `json:"container,omitempty"`
-	ImageSHA256  string         `json:"image_sha256"`
-	NVChipSHA256 string         `json:"nvchip_sha256"`
-	EKs          []ManifestCert `json:"endorsement_keys"`
-	Persistent   []string       `json:"persistent_handles,omitempty"`
+	Profile      string          `json:"profile"`
+	Output       string          `json:"output"`
+	Format       string          `json:"format"`
+	Container    string          `json:"container,omitempty"`
+	ImageSHA256  string          `json:"image_sha256"`
+	NVChipSHA256 string          `json:"nvchip_sha256"`
+	EKs          []ManifestCert  `json:"endorsement_keys"`
+	Persistent   []string        `json:"persistent_handles,omitempty"`
+	DevIDs       []ManifestDevID `json:"device_identity_keys,omitempty"`
 }
 
 // ManifestCert describes one EK and its certificate.
@@ -77,6 +79,9 @@ func (j *Job) CheckOutputs() error {
 				}
 			}
 		}
+		if err := j.checkDevIDOutputs(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -92,7 +97,7 @@ func (j *Job) Run() (*Manifest, error) {
 	if err := j.CheckOutputs(); err != nil {
 		return nil, err
 	}
-	im, issued, err := Manufacture(ManufactureOptions{Profile: j.Profile, Algs: j.Algs, CertOptions: j.Cert, Persist: j.Persist})
+	im, issued, devids, err := ManufactureWithDevID(ManufactureOptions{Profile: j.Profile, Algs: j.Algs, CertOptions: j.Cert, Persist: j.Persist, DevID: j.DevID})
 	if err != nil {
 		return nil, err
 	}
@@ -141,6 +146,9 @@ func (j *Job) Run() (*Manifest, error) {
 			mc.CertFile, mc.EKFile = files[0], files[1]
 		}
 		m.EKs = append(m.EKs, mc)
+	}
+	if m.DevIDs, err = j.addDevIDs(&b, devids); err != nil {
+		return nil, err
 	}
 	if err := b.Commit(); err != nil {
 		return nil, err

@@ -1,0 +1,260 @@
+package pipeline
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
+
+	"github.com/vtpm-mfg/vtpm-mfg/internal/ek"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/ekcert"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
+)
+
+// Device identity keys (TCG "TPM 2.0 Keys for Device Identity and
+// Attestation", the DevID spec): where they and their certificates live.
+// These are the handles and indices swtpm uses and rust-keylime's
+// documentation names; the certificate indices lie in the TCG range for
+// platform-written certificates, next to the EK certificate indices
+// (0x01C0xxxx), and are defined the same way.
+const (
+	IDevIDHandle    = 0x81020000
+	IAKHandle       = 0x81020001
+	IAKCertIndex    = 0x01C90100
+	IDevIDCertIndex = 0x01C90200
+)
+
+// DevIDSpec says which device identity keys a TPM gets.
+type DevIDSpec struct {
+	IAK          ek.Alg // "": none
+	IDevID       ek.Alg // "": none
+	DeviceSerial string
+}
+
+// Any reports whether a key is requested.
+func (d DevIDSpec) Any() bool { return d.IAK != "" || d.IDevID != "" }
+
+// DevIDKey is a manufactured device identity key with its certificate.
+type DevIDKey struct {
+	Kind   ek.DevIDKind
+	Alg    ek.Alg
+	Key    *ek.Key
+	Handle uint32
+	Index  uint32
+	Cert   *x509.Certificate
+}
+
+// DevIDHandle and DevIDIndex return where a kind of key and its
+// certificate are stored.
+func DevIDHandle(kind ek.DevIDKind) uint32 {
+	if kind == ek.IAK {
+		return IAKHandle
+	}
+	return IDevIDHandle
+}
+
+func DevIDIndex(kind ek.DevIDKind) uint32 {
+	if kind == ek.IAK {
+		return IAKCertIndex
+	}
+	return IDevIDCertIndex
+}
+
+func certKind(kind ek.DevIDKind) ekcert.DevIDKind {
+	if kind == ek.IAK {
+		return ekcert.KindIAK
+	}
+	return ekcert.KindIDevID
+}
+
+// KindName is how reports name a kind of key.
+func KindName(kind ek.DevIDKind) string { return certKind(kind).String() }
+
+// CheckDevID refuses a device identity key type the profile's TPM build
+// cannot create, from its algorithm switches.
+func CheckDevID(p *nv.Profile, kind ek.DevIDKind, alg ek.Alg) error {
+	needs := ek.DevIDNeeds(alg)
+	if needs == nil {
+		_, err := ek.ParseDevIDAlg(string(alg))
+		return err
+	}
+	for _, sw := range needs {
+		if !p.Switches[sw] {
+			return fmt.Errorf("%s %s cannot be created by the %s TPM build: it has no %s (%s = 0)", KindName(kind), alg, p.Name, strings.TrimPrefix(strings.TrimPrefix(sw, "ALG_"), "ECC_"), sw)
+		}
+	}
+	return nil
+}
+
+// DeriveDevID derives the IAK or IDevID the image's TPM creates with
+// TPM2_CreatePrimary in the endorsement hierarchy.
+func DeriveDevID(im *nv.Image, kind ek.DevIDKind, alg ek.Alg) (*ek.Key, error) {
+	if err := CheckDevID(im.Profile, kind, alg); err != nil {
+		return nil, err
+	}
+	mode, err := ek.ModeByName(im.Profile.RSACandidate)
+	if err != nil {
+		return nil, err
+	}
+	eps := im.EPS()
+	defer clear(eps)
+	return ek.DeriveDevID(eps, kind, alg, mode)
+}
+
+// PersistDevID makes a derived device identity key persistent at its
+// handle, as TPM2_CreatePrimary then TPM2_EvictControl leave it. The
+// sensitive area's seedValue is empty: CryptCreateObject clears it for
+// every asymmetric key that is not a restricted decryption key (both
+// keys sign).
+func PersistDevID(im *nv.Image, kind ek.DevIDKind, k *ek.Key) (uint32, error) {
+	h := DevIDHandle(kind)
+	o, err := objectSpec(k, h, nv.RHEndorsement, nil)
+	if err != nil {
+		return 0, err
+	}
+	return h, im.AddPersistent(o)
+}
+
+// InstallDevIDs derives, persists and certifies the requested device
+// identity keys of an image, and stores each certificate in its index
+// (defined like the EK certificate indices, write-locked unless
+// o.NoLock). The IAK comes first.
+func InstallDevIDs(im *nv.Image, d DevIDSpec, o CertOptions) ([]DevIDKey, error) {
+	if !d.Any() {
+		return nil, nil
+	}
+	if err := ekcert.CheckDeviceSerial(d.DeviceSerial); err != nil {
+		return nil, err
+	}
+	var out []DevIDKey
+	for _, c := range []struct {
+		kind ek.DevIDKind
+		alg  ek.Alg
+	}{{ek.IAK, d.IAK}, {ek.IDevID, d.IDevID}} {
+		if c.alg == "" {
+			continue
+		}
+		k, err := DeriveDevID(im, c.kind, c.alg)
+		if err != nil {
+			return nil, err
+		}
+		pub, err := k.CryptoPublic()
+		if err != nil {
+			return nil, err
+		}
+		cert, err := ekcert.IssueDevID(o.CA, ekcert.DevIDRequest{Kind: certKind(c.kind), PublicKey: pub, DeviceSerial: d.DeviceSerial,
+			NotBefore: o.NotBefore, NotAfter: o.NotAfter})
+		if err != nil {
+			return nil, err
+		}
+		res, err := ekcert.CheckDevID(cert.Raw, ekcert.DevIDCheck{Kind: certKind(c.kind), Want: pub, DeviceSerial: d.DeviceSerial,
+			Roots: roots(o.CA), Intermediates: o.CA.Chain})
+		if err != nil {
+			return nil, err
+		}
+		if !res.OK() {
+			return nil, fmt.Errorf("issued %s certificate fails its own check: %v %v", KindName(c.kind), res.Problems, res.ChainError)
+		}
+		h, err := PersistDevID(im, c.kind, k)
+		if err != nil {
+			return nil, err
+		}
+		if err := putIndex(im, DevIDIndex(c.kind), cert.Raw, !o.NoLock); err != nil {
+			return nil, fmt.Errorf("%s certificate: %w", KindName(c.kind), err)
+		}
+		out = append(out, DevIDKey{Kind: c.kind, Alg: c.alg, Key: k, Handle: h, Index: DevIDIndex(c.kind), Cert: cert})
+	}
+	return out, nil
+}
+
+// ManufactureWithDevID is Manufacture plus the device identity keys of
+// o.DevID, which come after the EKs and their persistent copies.
+func ManufactureWithDevID(o ManufactureOptions) (*nv.Image, []Issued, []DevIDKey, error) {
+	d := o.DevID
+	o.DevID = DevIDSpec{}
+	im, issued, err := Manufacture(o)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	devids, err := InstallDevIDs(im, d, o.CertOptions)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return im, issued, devids, nil
+}
+
+// ManifestDevID describes a device identity key and its certificate.
+type ManifestDevID struct {
+	Kind         string `json:"kind"`
+	Alg          string `json:"alg"`
+	Handle       string `json:"handle"`
+	Index        string `json:"nv_index"`
+	Name         string `json:"name"`
+	KeySHA256    string `json:"public_key_fingerprint"`
+	DeviceSerial string `json:"device_serial"`
+	Serial       string `json:"certificate_serial"`
+	CertSHA256   string `json:"certificate_sha256"`
+	Issuer       string `json:"issuer"`
+	NotAfter     string `json:"not_after"`
+	CertFile     string `json:"certificate_file,omitempty"`
+	PubFile      string `json:"public_key_file,omitempty"`
+}
+
+// DevIDCertDirFiles are the certificate and public key files of a device
+// identity key in a certificate directory.
+func DevIDCertDirFiles(dir string, kind ek.DevIDKind) [2]string {
+	return [2]string{filepath.Join(dir, string(kind)+".crt.pem"), filepath.Join(dir, string(kind)+".pub.pem")}
+}
+
+func (j *Job) checkDevIDOutputs() error {
+	for _, c := range []struct {
+		kind ek.DevIDKind
+		alg  ek.Alg
+	}{{ek.IAK, j.DevID.IAK}, {ek.IDevID, j.DevID.IDevID}} {
+		if c.alg == "" {
+			continue
+		}
+		for _, f := range DevIDCertDirFiles(j.CertDir, c.kind) {
+			if err := atomicfile.Check(f, j.Force); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// addDevIDs describes the device identity keys and adds their files to
+// the batch when there is a certificate directory.
+func (j *Job) addDevIDs(b *atomicfile.Batch, devids []DevIDKey) ([]ManifestDevID, error) {
+	var out []ManifestDevID
+	for _, d := range devids {
+		pub, err := d.Key.CryptoPublic()
+		if err != nil {
+			return nil, err
+		}
+		m := ManifestDevID{Kind: string(d.Kind), Alg: string(d.Alg), Handle: fmt.Sprintf("0x%08x", d.Handle), Index: fmt.Sprintf("0x%08x", d.Index),
+			Name: fmt.Sprintf("%x", d.Key.Name), KeySHA256: KeyFingerprint(pub), DeviceSerial: d.Cert.Subject.SerialNumber,
+			Serial: d.Cert.SerialNumber.Text(16), CertSHA256: hexSHA256(d.Cert.Raw), Issuer: d.Cert.Issuer.String(),
+			NotAfter: d.Cert.NotAfter.UTC().Format(time.RFC3339)}
+		if j.CertDir != "" {
+			der, err := x509.MarshalPKIXPublicKey(pub)
+			if err != nil {
+				return nil, err
+			}
+			files := DevIDCertDirFiles(j.CertDir, d.Kind)
+			for i, data := range [][]byte{ekcert.EncodeCert(d.Cert), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})} {
+				if err := b.Add(files[i], 0o644, j.Force, func(f *os.File) error { _, err := f.Write(data); return err }); err != nil {
+					return nil, err
+				}
+			}
+			m.CertFile, m.PubFile = files[0], files[1]
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
