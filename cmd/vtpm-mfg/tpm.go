@@ -430,6 +430,10 @@ image. With --persist ek,srk the EKs are also persistent at 0x81010001
 0x81000001, as TPM2_EvictControl stores them. Nothing is written unless
 every step succeeds.
 
+` + devIDHelp + `
+--device-serial is required with them; --cert-dir also gets iak.crt.pem,
+iak.pub.pem, idevid.crt.pem and idevid.pub.pem.
+
 The state image is the container the profile's SVSM reads:
   svsm-poc   BlockFS: XTS-AES-256 sectors, 16 MiB sparse by default
   svsm-2026  CocoonFS v1 (cocoon-tpm-storage 0.1.4): the NVChip at inode
@@ -449,8 +453,10 @@ Examples:
       -o state.img --cert-dir certs --json
   vtpm-mfg manufacture --key-file state.key --ca-cert ca.pem --ca-key ca.key -o state.img \
       --ek L-1,L-2,H-3,H-7 --persist ek,srk
+  vtpm-mfg manufacture --key-file state.key --ca-cert ca.pem --ca-key ca.key -o state.img \
+      --iak ecc-p256 --idevid ecc-p256 --device-serial vm-0001 --cert-dir certs
   vtpm-mfg manufacture --profile svsm-2026 --format nvchip --ca-cert ca.pem --ca-key ca.key -o NVChip`,
-		Flags: append(append(keyFlags("", "state key"), certFlags()...),
+		Flags: append(append(append(keyFlags("", "state key"), certFlags()...), devIDFlags("the device serial `S` in IAK/IDevID certificates (subject serialNumber, HardwareModuleName); required with --iak/--idevid")...),
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "state image (or NVChip) `FILE` to create"},
 			profileFlag(nv.DefaultProfile),
 			&cli.StringFlag{Name: "ek", Value: "rsa2048,ecc-p256", Usage: "EK types to certify, comma-separated: template names L-1 L-2 H-1 H-2 H-3 H-6 H-7 or rsa2048 (L-1), ecc-p256 (L-2), ecc-p384 (H-3), rsa3072 (H-6), rsa4096 (H-7); H-4 and H-5 need SHA-512 / SM3, which the SVSM builds lack"},
@@ -469,6 +475,13 @@ Examples:
 			p, err := nv.Get(c.String("profile"))
 			if err != nil {
 				return usagef("%v", err)
+			}
+			devid, err := parseDevID(c, p)
+			if err != nil {
+				return err
+			}
+			if devid.Any() && devid.DeviceSerial == "" {
+				return usagef("--device-serial is required with --iak/--idevid: it names the device in their certificates")
 			}
 			algs, err := parseAlgs(c.String("ek"))
 			if err != nil {
@@ -508,7 +521,7 @@ Examples:
 			if err != nil {
 				return err
 			}
-			job := pipeline.Job{Profile: p, Algs: algs, Container: cf, Create: co, Key: key, Output: out, CertDir: c.String("cert-dir"), Force: c.Bool("force"), Persist: persist}
+			job := pipeline.Job{Profile: p, Algs: algs, Container: cf, Create: co, Key: key, Output: out, CertDir: c.String("cert-dir"), Force: c.Bool("force"), Persist: persist, DevID: devid}
 			if err := job.CheckOutputs(); err != nil {
 				return err
 			}
@@ -530,6 +543,7 @@ Examples:
 			for _, mc := range m.EKs {
 				fmt.Fprintf(e.stdout, "  %-9s EK %s, certificate serial %s at NV index %s\n", mc.Alg, mc.KeySHA256, mc.Serial, mc.Index)
 			}
+			printDevIDs(e, m.DevIDs)
 			if format == "nvchip" {
 				fmt.Fprintf(e.stdout, `To use it with upstream SVSM, pack it (vtpm-mfg pack --container cocoonfs),
 or store it in the CocoonFS state image as inode 0x100000000 with the 12

@@ -183,6 +183,22 @@ func devIDPolicies(kind DevIDKind) []asn1.ObjectIdentifier {
 	return []asn1.ObjectIdentifier{OIDVerifiedTPMResidency, OIDVerifiedTPMFixed}
 }
 
+func devIDPolicyOIDs(kind DevIDKind) []x509.OID {
+	var out []x509.OID
+	for _, p := range devIDPolicies(kind) {
+		ints := make([]uint64, len(p))
+		for i, v := range p {
+			ints[i] = uint64(v)
+		}
+		o, err := x509.OIDFromInts(ints)
+		if err != nil {
+			panic(err)
+		}
+		out = append(out, o)
+	}
+	return out
+}
+
 // IssueDevID creates an IDevID or IAK certificate signed by the CA, with
 // the fields of DevID spec section 8.1: subject serialNumber = the device
 // serial (IEEE 802.1AR 8.6), subjectAltName otherName HardwareModuleName
@@ -228,7 +244,7 @@ func IssueDevID(ca *CA, req DevIDRequest) (*x509.Certificate, error) {
 		NotBefore:             notBefore,
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
-		PolicyIdentifiers:     devIDPolicies(req.Kind),
+		Policies:              devIDPolicyOIDs(req.Kind),
 		BasicConstraintsValid: true,
 		ExtraExtensions:       []pkix.Extension{san},
 		AuthorityKeyId:        ca.Cert.SubjectKeyId,
@@ -307,8 +323,8 @@ func CheckDevID(der []byte, opt DevIDCheck) (*DevIDResult, error) {
 	if cert.KeyUsage != x509.KeyUsageDigitalSignature {
 		bad("keyUsage is %#x, want digitalSignature only", cert.KeyUsage)
 	}
-	for _, p := range devIDPolicies(opt.Kind) {
-		if !slices.ContainsFunc(cert.PolicyIdentifiers, p.Equal) {
+	for _, p := range devIDPolicyOIDs(opt.Kind) {
+		if !slices.ContainsFunc(cert.Policies, p.Equal) {
 			bad("certificatePolicies lack %v", p)
 		}
 	}
