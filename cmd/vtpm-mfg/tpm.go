@@ -649,15 +649,25 @@ authenticated), is the container the TPM build's SVSM reads, holds the
 its TPM build, and for each EK type: the certificate is present in its NV
 index with the attributes a manufacturer sets, meets the TCG EK profile,
 names this TPM's manufacturer and firmware, chains to the CA, and
-certifies exactly the EK this TPM will derive. Prints one line per finding
-and exits 1 if there is any.
+certifies exactly the EK this TPM will derive. Device identity keys
+present (IAK at 0x81020001, IDevID at 0x81020000, certificates at NV
+0x01C90100 / 0x01C90200) are checked too: each persisted key is the one
+the TPM derives for its template, and its certificate certifies it, meets
+the DevID profile and chains to the CA; --iak/--idevid require them (of
+that type), --device-serial the serial their certificates name. Prints one
+line per finding and exits 1 if there is any.
 
-Example:
-  vtpm-mfg verify --state state.img --key-file state.key --ca-cert ca.pem`,
+Examples:
+  vtpm-mfg verify --state state.img --key-file state.key --ca-cert ca.pem
+  vtpm-mfg verify --state state.img --key-file state.key --ca-cert ca.pem \
+      --iak ecc-p256 --idevid ecc-p256 --device-serial vm-0001`,
 		Flags: append(sourceFlags(), profileFlag(""),
 			&cli.StringFlag{Name: "ca-cert", Usage: "CA certificate `FILE`(s) to trust (PEM; the root last if several)"},
 			&cli.StringFlag{Name: "ek", Value: "rsa2048,ecc-p256", Usage: "EK types that must be certified (template names or aliases, as for manufacture --ek)"},
-			jsonFlag),
+			jsonFlag,
+			&cli.StringFlag{Name: "iak", Usage: "an IAK of type `ALG` (rsa2048, rsa3072, ecc-p256, ecc-p384) must be present"},
+			&cli.StringFlag{Name: "idevid", Usage: "an IDevID of type `ALG` (rsa2048, rsa3072, ecc-p256, ecc-p384) must be present"},
+			&cli.StringFlag{Name: "device-serial", Usage: "the device serial `S` the IAK/IDevID certificates must name"}),
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err
@@ -666,6 +676,10 @@ Example:
 				return err
 			}
 			algs, err := parseAlgs(c.String("ek"))
+			if err != nil {
+				return err
+			}
+			devid, err := parseDevID(c, nil)
 			if err != nil {
 				return err
 			}
@@ -682,7 +696,7 @@ Example:
 				out.Findings = []string{err.Error()}
 			} else {
 				out.Profile = im.Profile.Name
-				out.Findings = append(pipeline.ImageFindings(im, info), pipeline.Verify(im, pipeline.VerifyOptions{CA: certs[len(certs)-1:], Intermediates: certs[:len(certs)-1], Algs: algs})...)
+				out.Findings = append(pipeline.ImageFindings(im, info), pipeline.Verify(im, pipeline.VerifyOptions{CA: certs[len(certs)-1:], Intermediates: certs[:len(certs)-1], Algs: algs, DevID: devid})...)
 			}
 			out.OK = len(out.Findings) == 0
 			if out.Findings == nil {

@@ -1,6 +1,11 @@
 package pipeline
 
 import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -8,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/google/go-tpm/tpm2"
 
 	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
 
@@ -257,4 +264,217 @@ func (j *Job) addDevIDs(b *atomicfile.Batch, devids []DevIDKey) ([]ManifestDevID
 		out = append(out, m)
 	}
 	return out, nil
+}
+
+// DevIDReport is one device identity key of an image: the key at its
+// handle and the certificate in its index, whichever are present, and the
+// key the TPM derives for the template of their type.
+type DevIDReport struct {
+	Kind         string `json:"kind"`
+	Alg          string `json:"alg"`
+	Handle       string `json:"handle"`
+	Persisted    bool   `json:"persisted"`
+	CertIndex    string `json:"certificate_index"`
+	Certified    bool   `json:"certified"`
+	DeviceSerial string `json:"device_serial,omitempty"`
+	Name         string `json:"name,omitempty"`
+	KeySHA256    string `json:"public_key_fingerprint,omitempty"`
+	// Matches: the persisted key and the certificate's key are the key
+	// derived from the EPS for the template.
+	Matches bool   `json:"matches_derived_key"`
+	Error   string `json:"error,omitempty"`
+}
+
+// devIDAlgOf names the device identity key type of a public key.
+func devIDAlgOf(pub crypto.PublicKey) (ek.Alg, error) {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		switch k.N.BitLen() {
+		case 2048:
+			return ek.RSA2048, nil
+		case 3072:
+			return ek.RSA3072, nil
+		}
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return ek.ECCP256, nil
+		case elliptic.P384():
+			return ek.ECCP384, nil
+		}
+	}
+	return "", fmt.Errorf("a %T key of a type no device identity template has", pub)
+}
+
+// devIDState is what an image holds for one kind of device identity key.
+type devIDState struct {
+	kind      ek.DevIDKind
+	persisted *tpm2.TPMTPublic
+	cert      *x509.Certificate
+	certDER   []byte
+	alg       ek.Alg
+	derived   *ek.Key
+	err       error
+}
+
+func devIDStates(im *nv.Image) []devIDState {
+	var out []devIDState
+	for _, kind := range []ek.DevIDKind{ek.IAK, ek.IDevID} {
+		s := devIDState{kind: kind}
+		if i := im.Find(DevIDHandle(kind)); i >= 0 && im.Entries[i].Index == nil {
+			pub, _, err := nv.ObjectPublic(im.Entries[i])
+			if err != nil {
+				s.err = err
+			} else {
+				s.persisted = &pub
+			}
+		}
+		if ix := im.LookupIndex(DevIDIndex(kind)); ix != nil {
+			s.certDER = ix.Data
+			if c, err := x509.ParseCertificate(ix.Data); err == nil {
+				s.cert = c
+			} else if s.err == nil {
+				s.err = fmt.Errorf("NV index 0x%08x: not a certificate: %v", DevIDIndex(kind), err)
+			}
+		}
+		if s.persisted == nil && s.certDER == nil && s.err == nil {
+			continue
+		}
+		var pub crypto.PublicKey
+		var err error
+		switch {
+		case s.persisted != nil:
+			pub, err = tpm2.Pub(*s.persisted)
+		case s.cert != nil:
+			pub = s.cert.PublicKey
+		}
+		if s.err == nil && err != nil {
+			s.err = err
+		}
+		if s.err == nil && pub != nil {
+			if s.alg, err = devIDAlgOf(pub); err != nil {
+				s.err = err
+			} else if s.derived, err = DeriveDevID(im, kind, s.alg); err != nil {
+				s.err = err
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func describeDevIDs(im *nv.Image) []DevIDReport {
+	var out []DevIDReport
+	for _, s := range devIDStates(im) {
+		r := DevIDReport{Kind: string(s.kind), Alg: string(s.alg), Handle: fmt.Sprintf("0x%08x", DevIDHandle(s.kind)),
+			Persisted: s.persisted != nil, CertIndex: fmt.Sprintf("0x%08x", DevIDIndex(s.kind)), Certified: s.cert != nil}
+		if s.err != nil {
+			r.Error = s.err.Error()
+		}
+		if s.cert != nil {
+			r.DeviceSerial = s.cert.Subject.SerialNumber
+		}
+		if s.derived != nil {
+			r.Name = fmt.Sprintf("%x", s.derived.Name)
+			pub, _ := s.derived.CryptoPublic()
+			r.KeySHA256 = KeyFingerprint(pub)
+			r.Matches = (s.persisted == nil || bytes.Equal(tpm2.Marshal(*s.persisted), tpm2.Marshal(s.derived.Public))) &&
+				(s.cert == nil || KeyFingerprint(s.cert.PublicKey) == r.KeySHA256)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func devIDText(b *strings.Builder, ds []DevIDReport) {
+	if len(ds) == 0 {
+		return
+	}
+	b.WriteString("device identity keys (TCG DevID, derived from the EPS):\n")
+	for _, d := range ds {
+		name := KindName(ek.DevIDKind(d.Kind))
+		if d.Error != "" {
+			fmt.Fprintf(b, "  %-6s %s\n", name, d.Error)
+			continue
+		}
+		where := []string{}
+		if d.Persisted {
+			where = append(where, "persistent at "+d.Handle)
+		}
+		if d.Certified {
+			where = append(where, fmt.Sprintf("certified at %s for serialNumber=%s", d.CertIndex, d.DeviceSerial))
+		}
+		match := "matches the derived key"
+		if !d.Matches {
+			match = "does NOT match the derived key"
+		}
+		fmt.Fprintf(b, "  %-6s %-9s %s  name %s  (%s; %s)\n", name, d.Alg, d.KeySHA256, d.Name, strings.Join(where, ", "), match)
+	}
+}
+
+// verifyDevIDs checks every device identity key an image holds (and
+// those o.DevID requires): the persisted key is the derived one, the
+// certificate certifies it, meets the DevID profile, chains to the CA and
+// names the device serial; its index is defined like an EK certificate's.
+func verifyDevIDs(im *nv.Image, o VerifyOptions, inter []*x509.Certificate) []string {
+	var f []string
+	states := devIDStates(im)
+	for _, c := range []struct {
+		kind ek.DevIDKind
+		alg  ek.Alg
+	}{{ek.IAK, o.DevID.IAK}, {ek.IDevID, o.DevID.IDevID}} {
+		if c.alg == "" {
+			continue
+		}
+		found := false
+		for _, s := range states {
+			if s.kind == c.kind {
+				found = true
+				if s.alg != "" && s.alg != c.alg {
+					f = append(f, fmt.Sprintf("%s: is %s, want %s", KindName(c.kind), s.alg, c.alg))
+				}
+			}
+		}
+		if !found {
+			f = append(f, fmt.Sprintf("%s: none (no key at 0x%08x, no certificate at NV index 0x%08x)", KindName(c.kind), DevIDHandle(c.kind), DevIDIndex(c.kind)))
+		}
+	}
+	for _, s := range states {
+		name := KindName(s.kind)
+		if s.err != nil {
+			f = append(f, fmt.Sprintf("%s: %v", name, s.err))
+			continue
+		}
+		if s.persisted == nil {
+			f = append(f, fmt.Sprintf("%s: no persistent key at 0x%08x", name, DevIDHandle(s.kind)))
+		} else if !bytes.Equal(tpm2.Marshal(*s.persisted), tpm2.Marshal(s.derived.Public)) {
+			f = append(f, fmt.Sprintf("%s: the persistent key at 0x%08x is not the key this TPM derives for the %s template", name, DevIDHandle(s.kind), s.alg))
+		}
+		if s.cert == nil {
+			f = append(f, fmt.Sprintf("%s: no certificate at NV index 0x%08x", name, DevIDIndex(s.kind)))
+			continue
+		}
+		h := DevIDIndex(s.kind)
+		ix := im.LookupIndex(h)
+		if want := nv.AttrEKCert | nv.AttrWritten; ix.Attributes&^nv.AttrWriteLocked != want {
+			f = append(f, fmt.Sprintf("%s: NV index 0x%08x has attributes 0x%08x (%s), want 0x%08x (+ writelocked) as for EK certificates", name, h, ix.Attributes, nv.AttrString(ix.Attributes), want))
+		}
+		pub, _ := s.derived.CryptoPublic()
+		res, err := ekcert.CheckDevID(s.certDER, ekcert.DevIDCheck{Kind: certKind(s.kind), Want: pub, DeviceSerial: o.DevID.DeviceSerial,
+			Roots: o.CA, Intermediates: inter, Now: o.Now})
+		if err != nil {
+			f = append(f, fmt.Sprintf("%s: NV index 0x%08x: %v", name, h, err))
+			continue
+		}
+		for _, p := range res.Problems {
+			f = append(f, fmt.Sprintf("%s: certificate: %s", name, p))
+		}
+		if res.KeyMismatch {
+			f = append(f, fmt.Sprintf("%s: certificate certifies %s, but this TPM derives %s", name, KeyFingerprint(res.Cert.PublicKey), KeyFingerprint(pub)))
+		}
+		if res.ChainError != nil {
+			f = append(f, fmt.Sprintf("%s: certificate does not chain to the CA: %v", name, res.ChainError))
+		}
+	}
+	return f
 }

@@ -35,6 +35,7 @@ type Report struct {
 	Objects      []ObjectReport    `json:"persistent_objects"`
 	FreeBytes    int               `json:"nv_free_bytes"`
 	EKs          []EKReport        `json:"endorsement_keys"`
+	DevIDs       []DevIDReport     `json:"device_identity_keys,omitempty"`
 }
 
 // ObjectReport is one persistent object.
@@ -72,6 +73,9 @@ func objectReport(e nv.Entry) ObjectReport {
 func persistentRole(h uint32) string {
 	if h == SRKHandle {
 		return "storage root key (SRK)"
+	}
+	if h == IAKHandle || h == IDevIDHandle {
+		return map[uint32]string{IAKHandle: "IAK", IDevIDHandle: "IDevID"}[h]
 	}
 	for alg, eh := range ekHandles {
 		if eh == h {
@@ -135,6 +139,9 @@ func roleOf(h uint32) string {
 	}
 	if h >= ChainIndexFirst && h <= ChainIndexLast {
 		return "EK certificate chain"
+	}
+	if h == IAKCertIndex || h == IDevIDCertIndex {
+		return map[uint32]string{IAKCertIndex: "IAK certificate", IDevIDCertIndex: "IDevID certificate"}[h]
 	}
 	return ""
 }
@@ -261,6 +268,7 @@ func Describe(im *nv.Image) (*Report, error) {
 		}
 		r.EKs = append(r.EKs, er)
 	}
+	r.DevIDs = describeDevIDs(im)
 	return r, nil
 }
 
@@ -317,6 +325,7 @@ func (r *Report) Text() string {
 		}
 		fmt.Fprintf(&b, "  %-9s %s  name %s  (%s at %s)\n", e.Alg, e.KeySHA256, e.Name, cert, e.CertIndex)
 	}
+	devIDText(&b, r.DevIDs)
 	return b.String()
 }
 
@@ -326,6 +335,10 @@ type VerifyOptions struct {
 	Intermediates []*x509.Certificate
 	Algs          []ek.Alg
 	Now           time.Time
+	// DevID are device identity keys that must be present (and the
+	// device serial their certificates must name, if set); those present
+	// are checked in any case.
+	DevID DevIDSpec
 }
 
 // Verify runs every check an operator needs before deploying an image and
@@ -356,6 +369,7 @@ func Verify(im *nv.Image, o VerifyOptions) []string {
 		return k, err
 	}
 	f = append(f, verifyPersistent(im, derive)...)
+	f = append(f, verifyDevIDs(im, o, inter)...)
 	for _, alg := range o.Algs {
 		h := CertIndex(alg)
 		ix := im.LookupIndex(h)

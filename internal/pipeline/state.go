@@ -6,11 +6,11 @@ import (
 	"os"
 	"strings"
 
+	"github.com/vtpm-mfg/vtpm-mfg/internal/blockfs"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/container"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ek"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ekcert"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
-	"github.com/vtpm-mfg/vtpm-mfg/internal/blockfs"
 )
 
 // ContainerInfo describes a state image.
