@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -39,9 +40,9 @@ tcg-cap-verifiedTPMResidency plus verifiedTPMRestricted (IAK) or
 verifiedTPMFixed (IDevID), and for the IAK the extendedKeyUsage
 tcg-kp-AIKCertificate.`
 
-// parseDevID reads --iak, --idevid and --device-serial. dfltSerial is
-// used when --device-serial is not given ("" : required).
-func parseDevID(c *cli.Context, p *nv.Profile) (pipeline.DevIDSpec, error) {
+// parseDevID reads --iak, --idevid and --device-serial; with template,
+// --device-serial may hold {name} (batch).
+func parseDevID(c *cli.Context, p *nv.Profile, template bool) (pipeline.DevIDSpec, error) {
 	var d pipeline.DevIDSpec
 	for _, f := range []struct {
 		flag string
@@ -68,7 +69,11 @@ func parseDevID(c *cli.Context, p *nv.Profile) (pipeline.DevIDSpec, error) {
 		if !d.Any() {
 			return d, usagef("--device-serial: names the device in IAK/IDevID certificates; give --iak or --idevid too")
 		}
-		if err := ekcert.CheckDeviceSerial(d.DeviceSerial); err != nil {
+		probe := d.DeviceSerial
+		if template {
+			probe = strings.ReplaceAll(probe, "{name}", "vm")
+		}
+		if err := ekcert.CheckDeviceSerial(probe); err != nil {
 			return d, usagef("--device-serial: %v", err)
 		}
 	}

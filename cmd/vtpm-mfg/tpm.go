@@ -476,7 +476,7 @@ Examples:
 			if err != nil {
 				return usagef("%v", err)
 			}
-			devid, err := parseDevID(c, p)
+			devid, err := parseDevID(c, p, false)
 			if err != nil {
 				return err
 			}
@@ -679,7 +679,7 @@ Examples:
 			if err != nil {
 				return err
 			}
-			devid, err := parseDevID(c, nil)
+			devid, err := parseDevID(c, nil, false)
 			if err != nil {
 				return err
 			}

@@ -26,6 +26,9 @@ type FleetLine struct {
 	Container string            `json:"container"`
 	EKs       map[string]string `json:"ek_fingerprints"`
 	Serials   map[string]string `json:"certificate_serials"`
+	// Device identity keys: kind (iak, idevid) -> fingerprint.
+	DeviceSerial string            `json:"device_serial,omitempty"`
+	DevIDs       map[string]string `json:"device_identity_fingerprints,omitempty"`
 }
 
 // WriteIndex rebuilds fleet.jsonl and the registration bundle in
@@ -42,7 +45,8 @@ func WriteIndex(dir string, ca *x509.Certificate, chain []*x509.Certificate, kbs
 	var fleet, kbs, sh bytes.Buffer
 	var inv bytes.Buffer
 	cw := csv.NewWriter(&inv)
-	cw.Write([]string{"name", "profile", "container", "alg", "ek_fingerprint", "certificate_serial", "nv_index"})
+	cw.Write([]string{"name", "profile", "container", "alg", "ek_fingerprint", "certificate_serial", "nv_index", "device_serial", "iak_fingerprint", "idevid_fingerprint"})
+	var devids []vmDevIDs
 	sh.WriteString("#!/bin/sh\n# Registers each VM's state key with a Trustee key broker.\n" +
 		"# Set KBS_URL and KBS_ADMIN_KEY (the admin's private key file) first.\nset -eu\n" +
 		"cd \"$(dirname \"$0\")/..\"   # key files are named relative to the fleet directory\n")
@@ -53,9 +57,12 @@ func WriteIndex(dir string, ca *x509.Certificate, chain []*x509.Certificate, kbs
 			return err
 		}
 		fl := FleetLine{Name: n, Directory: n, Profile: m.Profile, Container: m.Container, EKs: map[string]string{}, Serials: map[string]string{}}
+		dv := devIDColumns(n, m)
+		fl.DeviceSerial, fl.DevIDs = dv.serial, dv.fingerprints
+		devids = append(devids, dv)
 		for _, e := range m.EKs {
 			fl.EKs[e.Alg], fl.Serials[e.Alg] = e.KeySHA256, e.Serial
-			cw.Write([]string{n, m.Profile, m.Container, e.Alg, e.KeySHA256, e.Serial, e.Index})
+			cw.Write([]string{n, m.Profile, m.Container, e.Alg, e.KeySHA256, e.Serial, e.Index, dv.serial, dv.fingerprints["iak"], dv.fingerprints["idevid"]})
 		}
 		b, _ := json.Marshal(fl)
 		fleet.Write(append(b, '\n'))
@@ -94,6 +101,9 @@ func WriteIndex(dir string, ca *x509.Certificate, chain []*x509.Certificate, kbs
 		if err := put(p, d, 0o644); err != nil {
 			return err
 		}
+	}
+	if err := writeKeylimeDevID(filepath.Join(reg, "keylime"), devids, put); err != nil {
+		return err
 	}
 	return put(filepath.Join(reg, "kbs-commands.sh"), sh.Bytes(), 0o755)
 }

@@ -66,7 +66,8 @@ func VerifyVM(dir string, ca *x509.Certificate, chain []*x509.Certificate) error
 		algs = append(algs, alg)
 	}
 	all := append([]*x509.Certificate{ca}, chain...)
-	f := append(pipeline.ImageFindings(im, info), pipeline.Verify(im, pipeline.VerifyOptions{CA: all[len(all)-1:], Intermediates: all[:len(all)-1], Algs: algs})...)
+	f := append(pipeline.ImageFindings(im, info), pipeline.Verify(im, pipeline.VerifyOptions{CA: all[len(all)-1:], Intermediates: all[:len(all)-1], Algs: algs,
+		DevID: pipeline.DevIDSpec{IAK: ek.Alg(rec.IAK), IDevID: ek.Alg(rec.IDevID), DeviceSerial: rec.DeviceSerial}})...)
 	if len(f) > 0 {
 		return errors.New(strings.Join(f, "; "))
 	}
