@@ -66,7 +66,7 @@ for every VM.
 Examples:
   vtpm-mfg batch --count 200 --name vm-%04d --out-dir fleet --ca-cert ca.pem --ca-key ca.key
   vtpm-mfg batch --manifest vms.csv --out-dir fleet --ca-cert ca.pem --ca-key ca.key --shard 0/4
-  vtpm-mfg batch --count 20 --name vm-%04d --out-dir fleet --ca-cert ca.pem --ca-key ca.key \
+  vtpm-mfg batch --count 4 --name vm-%04d --out-dir fleet --ca-cert ca.pem --ca-key ca.key \
       --iak ecc-p256 --idevid ecc-p256 --device-serial acme-{name}
   vtpm-mfg batch verify fleet --ca-cert ca.pem`
 
