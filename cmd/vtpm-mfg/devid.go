@@ -20,6 +20,10 @@ func devIDFlags(serialUsage string) []cli.Flag {
 		&cli.StringFlag{Name: "iak", Usage: "also create the IAK (TCG DevID initial attestation key, restricted signing) of type `ALG`, " + devIDAlgList + ", persistent at 0x81020001 with its certificate at NV 0x01C90100"},
 		&cli.StringFlag{Name: "idevid", Usage: "also create the IDevID (IEEE 802.1AR device identity signing key) of type `ALG`, " + devIDAlgList + ", persistent at 0x81020000 with its certificate at NV 0x01C90200"},
 		&cli.StringFlag{Name: "device-serial", Usage: serialUsage},
+		&cli.BoolFlag{Name: "platform-cert", Usage: "also store a TCG platform certificate (RFC 5755 attribute certificate, Platform Certificate Profile 1.1) held by the RSA EK certificate at NV 0x01C08000, its platform serial the device serial"},
+		&cli.StringFlag{Name: "platform-manufacturer", Usage: "platform manufacturer `NAME` in the platform certificate (default: the CA's organization, else its common name)"},
+		&cli.StringFlag{Name: "platform-model", Usage: "platform model `NAME` in the platform certificate (default: \"COCONUT-SVSM confidential VM (AMD SEV-SNP) with vTPM\")"},
+		&cli.StringFlag{Name: "platform-version", Usage: "platform version `V` in the platform certificate (default: the vTPM profile and TCG TPM commit)"},
 	}
 }
 
@@ -38,7 +42,13 @@ subjectAltName otherName HardwareModuleName (tcg-tpm 2.23.133.1.2, the
 device serial), keyUsage digitalSignature, policies
 tcg-cap-verifiedTPMResidency plus verifiedTPMRestricted (IAK) or
 verifiedTPMFixed (IDevID), and for the IAK the extendedKeyUsage
-tcg-kp-AIKCertificate.`
+tcg-kp-AIKCertificate. --platform-cert adds a TCG platform certificate
+(an RFC 5755 attribute certificate, Platform Certificate Profile 1.1) at
+NV 0x01C08000: its holder is the RSA EK certificate, it states the
+platform's manufacturer, model, version (--platform-manufacturer,
+--platform-model, --platform-version) and serial (the device serial), the
+platform specification the TPM reports (none: class 0, version 0.0.0) and
+the credential type tcg-kp-PlatformAttributeCertificate.`
 
 // parseDevID reads --iak, --idevid and --device-serial; with template,
 // --device-serial may hold {name} (batch).
@@ -64,10 +74,19 @@ func parseDevID(c *cli.Context, p *nv.Profile, template bool) (pipeline.DevIDSpe
 		}
 		*f.dst = a
 	}
+	if c.Bool("platform-cert") {
+		d.Platform = &pipeline.PlatformInfo{Manufacturer: c.String("platform-manufacturer"), Model: c.String("platform-model"), Version: c.String("platform-version")}
+	} else {
+		for _, f := range []string{"platform-manufacturer", "platform-model", "platform-version"} {
+			if c.String(f) != "" {
+				return d, usagef("--%s describes the platform certificate; give --platform-cert too", f)
+			}
+		}
+	}
 	d.DeviceSerial = c.String("device-serial")
 	if d.DeviceSerial != "" {
 		if !d.Any() {
-			return d, usagef("--device-serial: names the device in IAK/IDevID certificates; give --iak or --idevid too")
+			return d, usagef("--device-serial: names the device in IAK/IDevID (and platform) certificates; give --iak, --idevid or --platform-cert too")
 		}
 		probe := d.DeviceSerial
 		if template {

@@ -432,7 +432,7 @@ every step succeeds.
 
 ` + devIDHelp + `
 --device-serial is required with them; --cert-dir also gets iak.crt.pem,
-iak.pub.pem, idevid.crt.pem and idevid.pub.pem.
+iak.pub.pem, idevid.crt.pem, idevid.pub.pem and platform.pem.
 
 The state image is the container the profile's SVSM reads:
   svsm-poc   BlockFS: XTS-AES-256 sectors, 16 MiB sparse by default
@@ -455,6 +455,8 @@ Examples:
       --ek L-1,L-2,H-3,H-7 --persist ek,srk
   vtpm-mfg manufacture --key-file state.key --ca-cert ca.pem --ca-key ca.key -o state.img \
       --iak ecc-p256 --idevid ecc-p256 --device-serial vm-0001 --cert-dir certs
+  vtpm-mfg manufacture --key-file state.key --ca-cert ca.pem --ca-key ca.key -o platform.img \
+      --platform-cert --platform-manufacturer "Example Corp" --device-serial vm-0002
   vtpm-mfg manufacture --profile svsm-2026 --format nvchip --ca-cert ca.pem --ca-key ca.key -o NVChip`,
 		Flags: append(append(append(keyFlags("", "state key"), certFlags()...), devIDFlags("the device serial `S` in IAK/IDevID certificates (subject serialNumber, HardwareModuleName); required with --iak/--idevid")...),
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "state image (or NVChip) `FILE` to create"},
@@ -481,7 +483,7 @@ Examples:
 				return err
 			}
 			if devid.Any() && devid.DeviceSerial == "" {
-				return usagef("--device-serial is required with --iak/--idevid: it names the device in their certificates")
+				return usagef("--device-serial is required with --iak/--idevid/--platform-cert: it names the device in their certificates")
 			}
 			algs, err := parseAlgs(c.String("ek"))
 			if err != nil {
@@ -667,7 +669,8 @@ Examples:
 			jsonFlag,
 			&cli.StringFlag{Name: "iak", Usage: "an IAK of type `ALG` (rsa2048, rsa3072, ecc-p256, ecc-p384) must be present"},
 			&cli.StringFlag{Name: "idevid", Usage: "an IDevID of type `ALG` (rsa2048, rsa3072, ecc-p256, ecc-p384) must be present"},
-			&cli.StringFlag{Name: "device-serial", Usage: "the device serial `S` the IAK/IDevID certificates must name"}),
+			&cli.StringFlag{Name: "device-serial", Usage: "the device serial `S` the IAK/IDevID (and platform) certificates must name"},
+			&cli.BoolFlag{Name: "platform-cert", Usage: "a platform certificate held by the RSA EK certificate must be at NV 0x01C08000"}),
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err

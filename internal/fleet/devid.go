@@ -19,7 +19,7 @@ import (
 func vmDevID(vm VM, d pipeline.DevIDSpec, p *nv.Profile) (pipeline.DevIDSpec, error) {
 	if !d.Any() {
 		if vm.DeviceSerial != "" {
-			return d, fmt.Errorf("line %d: device_serial %q, but no --iak or --idevid asks for device identity keys", vm.Line, vm.DeviceSerial)
+			return d, fmt.Errorf("line %d: device_serial %q, but no --iak, --idevid or --platform-cert asks for device identity", vm.Line, vm.DeviceSerial)
 		}
 		return d, nil
 	}
@@ -124,4 +124,13 @@ tpm_identity = %s
 		}
 	}
 	return nil
+}
+
+// recDevID is what a VM record requires of its image.
+func recDevID(rec *vmRecord) pipeline.DevIDSpec {
+	d := pipeline.DevIDSpec{IAK: ek.Alg(rec.IAK), IDevID: ek.Alg(rec.IDevID), DeviceSerial: rec.DeviceSerial}
+	if rec.Platform {
+		d.Platform = &pipeline.PlatformInfo{}
+	}
+	return d
 }

@@ -83,6 +83,7 @@ type vmRecord struct {
 	IAK          string `json:"iak,omitempty"`
 	IDevID       string `json:"idevid,omitempty"`
 	DeviceSerial string `json:"device_serial,omitempty"`
+	Platform     bool   `json:"platform_certificate,omitempty"`
 }
 
 const lockName = ".vtpm-mfg-batch.lock"
@@ -244,7 +245,7 @@ func one(vm VM, opts Options) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	rec.IAK, rec.IDevID, rec.DeviceSerial = string(devid.IAK), string(devid.IDevID), devid.DeviceSerial
+	rec.IAK, rec.IDevID, rec.DeviceSerial, rec.Platform = string(devid.IAK), string(devid.IDevID), devid.DeviceSerial, devid.Platform != nil
 	var key []byte
 	if vm.KeyFile != "" {
 		if key, err = (keyfile.Source{File: vm.KeyFile}).Load(nil); err != nil {
@@ -270,6 +271,9 @@ func one(vm VM, opts Options) (string, error) {
 	m.Output = "state.img"
 	for i := range m.EKs {
 		m.EKs[i].CertFile, m.EKs[i].EKFile = filepath.Base(m.EKs[i].CertFile), filepath.Base(m.EKs[i].EKFile)
+	}
+	if m.Platform != nil {
+		m.Platform.CertFile = filepath.Base(m.Platform.CertFile)
 	}
 	for i := range m.DevIDs {
 		m.DevIDs[i].CertFile, m.DevIDs[i].PubFile = filepath.Base(m.DevIDs[i].CertFile), filepath.Base(m.DevIDs[i].PubFile)

@@ -67,7 +67,7 @@ func VerifyVM(dir string, ca *x509.Certificate, chain []*x509.Certificate) error
 	}
 	all := append([]*x509.Certificate{ca}, chain...)
 	f := append(pipeline.ImageFindings(im, info), pipeline.Verify(im, pipeline.VerifyOptions{CA: all[len(all)-1:], Intermediates: all[:len(all)-1], Algs: algs,
-		DevID: pipeline.DevIDSpec{IAK: ek.Alg(rec.IAK), IDevID: ek.Alg(rec.IDevID), DeviceSerial: rec.DeviceSerial}})...)
+		DevID: recDevID(rec)})...)
 	if len(f) > 0 {
 		return errors.New(strings.Join(f, "; "))
 	}

@@ -41,10 +41,19 @@ type DevIDSpec struct {
 	IAK          ek.Alg // "": none
 	IDevID       ek.Alg // "": none
 	DeviceSerial string
+	// Platform asks for a platform certificate (holder: the RSA EK
+	// certificate) naming the device serial.
+	Platform *PlatformInfo
 }
 
-// Any reports whether a key is requested.
-func (d DevIDSpec) Any() bool { return d.IAK != "" || d.IDevID != "" }
+// Any reports whether a key or the platform certificate is requested.
+func (d DevIDSpec) Any() bool { return d.IAK != "" || d.IDevID != "" || d.Platform != nil }
+
+// DeviceIdentity is what ManufactureWithDevID made.
+type DeviceIdentity struct {
+	Keys     []DevIDKey
+	Platform []byte // DER of the platform certificate, nil: none
+}
 
 // DevIDKey is a manufactured device identity key with its certificate.
 type DevIDKey struct {
@@ -179,20 +188,26 @@ func InstallDevIDs(im *nv.Image, d DevIDSpec, o CertOptions) ([]DevIDKey, error)
 	return out, nil
 }
 
-// ManufactureWithDevID is Manufacture plus the device identity keys of
-// o.DevID, which come after the EKs and their persistent copies.
-func ManufactureWithDevID(o ManufactureOptions) (*nv.Image, []Issued, []DevIDKey, error) {
+// ManufactureWithDevID is Manufacture plus the device identity keys and
+// platform certificate of o.DevID, which come after the EKs and their
+// persistent copies.
+func ManufactureWithDevID(o ManufactureOptions) (*nv.Image, []Issued, *DeviceIdentity, error) {
 	d := o.DevID
 	o.DevID = DevIDSpec{}
 	im, issued, err := Manufacture(o)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	devids, err := InstallDevIDs(im, d, o.CertOptions)
-	if err != nil {
+	id := &DeviceIdentity{}
+	if id.Keys, err = InstallDevIDs(im, d, o.CertOptions); err != nil {
 		return nil, nil, nil, err
 	}
-	return im, issued, devids, nil
+	if d.Platform != nil {
+		if id.Platform, err = installPlatform(im, d, o.CertOptions); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	return im, issued, id, nil
 }
 
 // ManifestDevID describes a device identity key and its certificate.
@@ -219,6 +234,11 @@ func DevIDCertDirFiles(dir string, kind ek.DevIDKind) [2]string {
 }
 
 func (j *Job) checkDevIDOutputs() error {
+	if j.DevID.Platform != nil {
+		if err := atomicfile.Check(PlatformCertFile(j.CertDir), j.Force); err != nil {
+			return err
+		}
+	}
 	for _, c := range []struct {
 		kind ek.DevIDKind
 		alg  ek.Alg
@@ -235,9 +255,29 @@ func (j *Job) checkDevIDOutputs() error {
 	return nil
 }
 
-// addDevIDs describes the device identity keys and adds their files to
-// the batch when there is a certificate directory.
-func (j *Job) addDevIDs(b *atomicfile.Batch, devids []DevIDKey) ([]ManifestDevID, error) {
+// addDevIDs describes the device identity keys and the platform
+// certificate, and adds their files to the batch when there is a
+// certificate directory.
+func (j *Job) addDevIDs(b *atomicfile.Batch, id *DeviceIdentity, m *Manifest) error {
+	if id.Platform != nil {
+		mp, err := manifestPlatform(id.Platform)
+		if err != nil {
+			return err
+		}
+		add := func(path string, data []byte) error {
+			return b.Add(path, 0o644, j.Force, func(f *os.File) error { _, err := f.Write(data); return err })
+		}
+		if err := writePlatformFile(j, add, id.Platform, mp); err != nil {
+			return err
+		}
+		m.Platform = mp
+	}
+	var err error
+	m.DevIDs, err = j.addDevIDKeys(b, id.Keys)
+	return err
+}
+
+func (j *Job) addDevIDKeys(b *atomicfile.Batch, devids []DevIDKey) ([]ManifestDevID, error) {
 	var out []ManifestDevID
 	for _, d := range devids {
 		pub, err := d.Key.CryptoPublic()

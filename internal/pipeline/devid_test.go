@@ -39,7 +39,7 @@ func manufactureDevID(t *testing.T, profile string, d DevIDSpec) (*nv.Image, []D
 	if err != nil {
 		t.Fatal(err)
 	}
-	return im2, keys, ca
+	return im2, keys.Keys, ca
 }
 
 // The persisted keys are the derived ones, stored as the TPM stores a
@@ -149,5 +149,55 @@ func TestDevIDRefusals(t *testing.T) {
 	q.Switches = map[string]bool{"ALG_SHA256": true}
 	if err := CheckDevID(&q, ek.IDevID, ek.ECCP384); err == nil || !strings.Contains(err.Error(), "ALG_SHA384") {
 		t.Errorf("build without SHA-384: %v", err)
+	}
+}
+
+// The platform certificate is held by the RSA EK certificate in NV, signed
+// by the CA, names the device serial, and verify notices a foreign one.
+func TestPlatformCertificate(t *testing.T) {
+	p, _ := nv.Get("svsm-2026")
+	ca := testCA(t, true)
+	opts := ManufactureOptions{Profile: p, Algs: ek.Algs, CertOptions: CertOptions{CA: ca},
+		DevID: DevIDSpec{DeviceSerial: "vm-9", Platform: &PlatformInfo{Model: "m"}}}
+	im, _, id, err := ManufactureWithDevID(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix := im.LookupIndex(PlatformCertIndex)
+	if ix == nil || !bytes.Equal(ix.Data, id.Platform) || ix.Attributes != nv.AttrEKCert|nv.AttrWritten|nv.AttrWriteLocked {
+		t.Fatalf("platform index %+v", ix)
+	}
+	pc, err := ekcert.ParsePlatform(id.Platform)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pc.Manufacturer != "pipeline test CA" || pc.Model != "m" || !strings.Contains(pc.Version, "svsm-2026") || pc.PlatformSer != "vm-9" {
+		t.Errorf("platform %+v", pc)
+	}
+	vo := VerifyOptions{CA: roots(ca), Algs: ek.Algs, DevID: DevIDSpec{DeviceSerial: "vm-9", Platform: &PlatformInfo{}}}
+	if f := Verify(im, vo); len(f) != 0 {
+		t.Errorf("findings %v", f)
+	}
+	if r, _ := Describe(im); r.Platform == nil || r.Platform.Serial != "vm-9" || r.Platform.Error != "" {
+		t.Errorf("describe %+v", r.Platform)
+	}
+	// Another TPM's platform certificate: holder and serial do not match.
+	_, _, oid, err := ManufactureWithDevID(ManufactureOptions{Profile: p, Algs: ek.Algs, CertOptions: CertOptions{CA: testCA(t, false)},
+		DevID: DevIDSpec{DeviceSerial: "vm-8", Platform: &PlatformInfo{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := putIndex(im, PlatformCertIndex, oid.Platform, false); err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Join(Verify(im, vo), "\n")
+	for _, w := range []string{"not signed by the CA", "holder is not the RSA EK certificate", `platformSerial is "vm-8", want "vm-9"`} {
+		if !strings.Contains(f, w) {
+			t.Errorf("no finding %q in %s", w, f)
+		}
+	}
+	opts.Algs = []ek.Alg{ek.ECCP256}
+	if _, _, _, err := ManufactureWithDevID(opts); err == nil || !strings.Contains(err.Error(), "RSA EK certificate") {
+		t.Errorf("platform certificate without an RSA EK: %v", err)
 	}
 }

@@ -35,15 +35,16 @@ type Job struct {
 
 // Manifest describes a manufactured TPM (manufacture --json).
 type Manifest struct {
-	Profile      string          `json:"profile"`
-	Output       string          `json:"output"`
-	Format       string          `json:"format"`
-	Container    string          `json:"container,omitempty"`
-	ImageSHA256  string          `json:"image_sha256"`
-	NVChipSHA256 string          `json:"nvchip_sha256"`
-	EKs          []ManifestCert  `json:"endorsement_keys"`
-	Persistent   []string        `json:"persistent_handles,omitempty"`
-	DevIDs       []ManifestDevID `json:"device_identity_keys,omitempty"`
+	Profile      string            `json:"profile"`
+	Output       string            `json:"output"`
+	Format       string            `json:"format"`
+	Container    string            `json:"container,omitempty"`
+	ImageSHA256  string            `json:"image_sha256"`
+	NVChipSHA256 string            `json:"nvchip_sha256"`
+	EKs          []ManifestCert    `json:"endorsement_keys"`
+	Persistent   []string          `json:"persistent_handles,omitempty"`
+	DevIDs       []ManifestDevID   `json:"device_identity_keys,omitempty"`
+	Platform     *ManifestPlatform `json:"platform_certificate,omitempty"`
 }
 
 // ManifestCert describes one EK and its certificate.
@@ -147,7 +148,7 @@ func (j *Job) Run() (*Manifest, error) {
 		}
 		m.EKs = append(m.EKs, mc)
 	}
-	if m.DevIDs, err = j.addDevIDs(&b, devids); err != nil {
+	if err = j.addDevIDs(&b, devids, m); err != nil {
 		return nil, err
 	}
 	if err := b.Commit(); err != nil {

@@ -36,6 +36,7 @@ type Report struct {
 	FreeBytes    int               `json:"nv_free_bytes"`
 	EKs          []EKReport        `json:"endorsement_keys"`
 	DevIDs       []DevIDReport     `json:"device_identity_keys,omitempty"`
+	Platform     *PlatformReport   `json:"platform_certificate,omitempty"`
 }
 
 // ObjectReport is one persistent object.
@@ -140,8 +141,8 @@ func roleOf(h uint32) string {
 	if h >= ChainIndexFirst && h <= ChainIndexLast {
 		return "EK certificate chain"
 	}
-	if h == IAKCertIndex || h == IDevIDCertIndex {
-		return map[uint32]string{IAKCertIndex: "IAK certificate", IDevIDCertIndex: "IDevID certificate"}[h]
+	if h == IAKCertIndex || h == IDevIDCertIndex || h == PlatformCertIndex {
+		return map[uint32]string{IAKCertIndex: "IAK certificate", IDevIDCertIndex: "IDevID certificate", PlatformCertIndex: "platform certificate"}[h]
 	}
 	return ""
 }
@@ -239,7 +240,7 @@ func Describe(im *nv.Image) (*Report, error) {
 			AttrNames: nv.AttrString(ix.Attributes), NameAlg: algName(ix.NameAlg), Size: int(ix.DataSize),
 			Role: roleOf(ix.Handle),
 		}
-		if ir.Role != "" && ix.Data != nil {
+		if ir.Role != "" && ix.Data != nil && ix.Handle != PlatformCertIndex {
 			ir.Cert = certReport(ix.Data)
 		}
 		r.Indices = append(r.Indices, ir)
@@ -269,6 +270,7 @@ func Describe(im *nv.Image) (*Report, error) {
 		r.EKs = append(r.EKs, er)
 	}
 	r.DevIDs = describeDevIDs(im)
+	r.Platform = describePlatform(im)
 	return r, nil
 }
 
@@ -326,6 +328,7 @@ func (r *Report) Text() string {
 		fmt.Fprintf(&b, "  %-9s %s  name %s  (%s at %s)\n", e.Alg, e.KeySHA256, e.Name, cert, e.CertIndex)
 	}
 	devIDText(&b, r.DevIDs)
+	platformText(&b, r.Platform)
 	return b.String()
 }
 
@@ -370,6 +373,7 @@ func Verify(im *nv.Image, o VerifyOptions) []string {
 	}
 	f = append(f, verifyPersistent(im, derive)...)
 	f = append(f, verifyDevIDs(im, o, inter)...)
+	f = append(f, verifyPlatform(im, o, inter)...)
 	for _, alg := range o.Algs {
 		h := CertIndex(alg)
 		ix := im.LookupIndex(h)
