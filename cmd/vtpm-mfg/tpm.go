@@ -711,6 +711,9 @@ Examples:
 				}
 			} else if out.OK {
 				fmt.Fprintf(e.stdout, "OK: %s TPM, EK certificates for %s present, compliant, chained to the CA and certifying the derived EKs\n", out.Profile, c.String("ek"))
+				if ids := pipeline.DeviceIdentityIn(im); len(ids) > 0 {
+					fmt.Fprintf(e.stdout, "OK: %s present, compliant, chained to the CA and bound to this TPM\n", strings.Join(ids, ", "))
+				}
 			} else {
 				for _, f := range out.Findings {
 					fmt.Fprintf(e.stdout, "FAIL: %s\n", f)

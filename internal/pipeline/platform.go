@@ -181,3 +181,19 @@ func platformText(b *strings.Builder, p *PlatformReport) {
 	fmt.Fprintf(b, "platform certificate (TCG, attribute certificate) at %s:\n  manufacturer %q, model %q, version %q, serial %q\n  holder: EK certificate serial %s; issuer %s\n",
 		p.Index, p.Manufacturer, p.Model, p.Version, p.Serial, p.HolderSerial, p.Issuer)
 }
+
+// DeviceIdentityIn names the device identity keys and platform
+// certificate an image holds (for summaries).
+func DeviceIdentityIn(im *nv.Image) []string {
+	var out []string
+	for _, c := range []struct {
+		name   string
+		handle uint32
+		index  uint32
+	}{{"IAK", IAKHandle, IAKCertIndex}, {"IDevID", IDevIDHandle, IDevIDCertIndex}, {"platform certificate", 0, PlatformCertIndex}} {
+		if im.LookupIndex(c.index) != nil || (c.handle != 0 && im.Find(c.handle) >= 0) {
+			out = append(out, c.name)
+		}
+	}
+	return out
+}
