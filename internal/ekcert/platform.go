@@ -18,12 +18,12 @@ import (
 )
 
 // Platform certificates: the TCG Platform Certificate Profile (version
-// 1.1, revision 19; "platform profile" below) defines them as RFC 5755
-// attribute certificates whose holder is the TPM's EK certificate
-// (platform profile section 3.1, Holder), carrying the TCG platform
-// specification and credential type attributes (section 3.1.6 and 3.1.7)
+// 1.1, revision 19; "platform profile" below, section 3, the certificate
+// fields) defines them as RFC 5755 attribute certificates whose holder is
+// the TPM's EK certificate (baseCertificateID: its issuer and serial),
+// carrying the TCG platform specification and credential type attributes
 // and the platform's manufacturer, model, version and serial as a
-// directoryName in the subjectAltName extension (section 3.1.8 / 3.2).
+// directoryName in the subjectAltName extension.
 
 // OIDs of the platform profile.
 var (
@@ -44,7 +44,7 @@ var (
 	oidECDSAWithSHA256    = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}
 	oidECDSAWithSHA384    = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 3}
 	oidECDSAWithSHA512    = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 4}
-	platformPolicyNotice  = "TCG Trusted Platform Endorsement" // platform profile 3.2.2
+	platformPolicyNotice  = "TCG Trusted Platform Endorsement" // the userNotice the platform profile's certificatePolicies carry
 	platformCredentialVer = [3]int64{1, 1, 19}                 // this profile: version 1.1 revision 19
 )
 

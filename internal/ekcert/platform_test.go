@@ -2,10 +2,10 @@ package ekcert
 
 import (
 	"crypto/rand"
-	"fmt"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"

@@ -12,8 +12,9 @@ import (
 	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
 )
 
-// PlatformCertIndex is the NV index of the platform certificate (TCG PC
-// Client Platform TPM Profile: platform certificate index 0x01C08000).
+// PlatformCertIndex is the NV index of the platform certificate, in the
+// TCG range for platform-written certificates (swtpm stores its platform
+// certificate there too).
 const PlatformCertIndex = 0x01C08000
 
 // PlatformInfo is what a platform certificate says about the platform;
