@@ -26,7 +26,8 @@ unless the manifest names an existing key_file), the EK certificates and
 public keys (PEM), manifest.json (as manufacture --json) and vm.json.
 
 VMs come from --manifest FILE, a CSV with a header line or JSON lines, with
-the columns name (required), profile, container, size, ek and key_file; or
+the columns name (required), profile, container, size, ek, key_file and
+device_serial; or
 from --count N --name PATTERN (names PATTERN % 1..N). Empty columns take the
 command line's --profile, --container, --size and --ek. Every row is
 checked (duplicate or invalid names, unknown columns or profiles,
@@ -52,7 +53,17 @@ At the end, DIR/fleet.jsonl lists every VM, and DIR/register/ holds:
                            --kbs-admin-token, or "$KBS_ADMIN_TOKEN", which the
                            script documents); kbs-client before 0.21 takes
                            "config --auth-private-key ADMIN_KEY" instead
-  inventory.csv            name, profile, container, EK fingerprints, serials
+  inventory.csv            name, profile, container, EK fingerprints, serials,
+                           device serial, IAK and IDevID fingerprints
+With --iak/--idevid every VM also gets an IAK and/or IDevID (see manufacture
+--help), named in their certificates by its device serial: the manifest's
+device_serial, else --device-serial with {name} replaced by the VM's name
+(default: the VM's name). DIR/NAME/ then also holds iak.crt.pem,
+idevid.crt.pem and their public keys, and register/keylime/ holds
+  registrar.conf.d/50-vtpm-mfg.conf    tpm_identity for the registrar
+  agents/NAME/50-vtpm-mfg-devid.conf   the VM's rust-keylime agent snippet
+                                       (iak_handle, idevid_handle, iak_cert,
+                                       idevid_cert)
 --kbs-path sets the resource path template ({name} is replaced). Note that
 upstream SVSM's attestation proxy currently asks for default/sample/test
 for every VM.
@@ -60,6 +71,8 @@ for every VM.
 Examples:
   vtpm-mfg batch --count 20 --name vm-%04d --out-dir fleet --ca-cert ca.pem --ca-key ca.key
   vtpm-mfg batch --manifest vms.csv --out-dir fleet --ca-cert ca.pem --ca-key ca.key --shard 0/4
+  vtpm-mfg batch --count 4 --name vm-%04d --out-dir fleet --ca-cert ca.pem --ca-key ca.key \
+      --iak ecc-p256 --idevid ecc-p256 --device-serial acme-{name}
   vtpm-mfg batch verify fleet --ca-cert ca.pem`
 
 func (e *cmdEnv) batchCmd() *cli.Command {
@@ -68,7 +81,7 @@ func (e *cmdEnv) batchCmd() *cli.Command {
 		Usage:       "manufacture many vTPMs in one run, resumable, with a registration bundle",
 		UsageText:   "vtpm-mfg batch (--manifest FILE | --count N --name PATTERN) --out-dir DIR --ca-cert C --ca-key CK [options]\n   vtpm-mfg batch verify DIR --ca-cert C\n   vtpm-mfg batch index DIR --ca-cert C",
 		Description: batchHelp,
-		Flags: append(certFlags(),
+		Flags: append(append(certFlags(), devIDFlags("device serial `TEMPLATE` for IAK/IDevID certificates where the manifest has no device_serial; {name} is the VM's name (default: {name})")...),
 			&cli.StringFlag{Name: "manifest", Usage: "fleet `FILE`: CSV with a header, or JSON lines"},
 			&cli.IntFlag{Name: "count", Usage: "make `N` VMs named by --name"},
 			&cli.StringFlag{Name: "name", Value: "vm-%04d", Usage: "name `PATTERN` for --count"},
@@ -133,6 +146,10 @@ func (e *cmdEnv) batchRun(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	devid, err := parseDevID(c, nil, true)
+	if err != nil {
+		return err
+	}
 	co, err := createOptions(c)
 	if err != nil {
 		return err
@@ -145,7 +162,7 @@ func (e *cmdEnv) batchRun(c *cli.Context) error {
 	defer stop()
 	opts := fleet.Options{
 		Dir: c.String("out-dir"), Jobs: c.Int("jobs"), Cert: certOpts, KBSPath: c.String("kbs-path"), KBSAdminToken: c.String("kbs-admin-token"),
-		Defaults: fleet.Defaults{Profile: c.String("profile"), Container: c.String("container"), Size: co.Size, Algs: algs, Strength: co.Strength, ZeroFree: co.ZeroFree},
+		Defaults: fleet.Defaults{Profile: c.String("profile"), Container: c.String("container"), Size: co.Size, Algs: algs, Strength: co.Strength, ZeroFree: co.ZeroFree, DevID: devid},
 	}
 	used, err := fleet.Plan(vms, opts)
 	if err != nil {

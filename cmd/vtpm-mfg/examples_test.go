@@ -93,7 +93,6 @@ func readmeExamples(t *testing.T) []example {
 	return out
 }
 
-
 // outputFlags are the flags whose value a command writes.
 var outputFlags = map[string]bool{"-o": true, "--output": true, "--out-cert": true, "--out-key": true, "--out-dir": true,
 	"--cert-dir": true, "--write-raw": true, "--secret-out": true, "--token-out": true, ">": true}
@@ -186,7 +185,8 @@ func makeFixtures(t *testing.T) map[string]string {
 	in("key", "generate", "-o", "state.key")
 	in("key", "generate", "-o", "new.key")
 	in("ca", "init", "--out-cert", "ca.pem", "--out-key", "ca.key")
-	in("manufacture", "--profile", "svsm-2026", "--key-file", "state.key", "--ca-cert", "ca.pem", "--ca-key", "ca.key", "-o", "state.img", "--cert-dir", "certs")
+	in("manufacture", "--profile", "svsm-2026", "--key-file", "state.key", "--ca-cert", "ca.pem", "--ca-key", "ca.key", "-o", "state.img", "--cert-dir", "certs",
+		"--iak", "ecc-p256", "--idevid", "ecc-p256", "--device-serial", "vm-0001")
 	in("unpack", "--state", "state.img", "--key-file", "state.key", "-o", "NVChip")
 	in("nv", "new", "--profile", "svsm-2026", "-o", "NVChip.2026")
 	der, err := exec.Command("openssl", "x509", "-in", "certs/ek-rsa2048.crt.pem", "-outform", "DER").Output()

@@ -416,6 +416,10 @@ image. With --persist ek,srk the EKs are also persistent at 0x81010001
 0x81000001, as TPM2_EvictControl stores them. Nothing is written unless
 every step succeeds.
 
+` + devIDHelp + `
+--device-serial is required with them; --cert-dir also gets iak.crt.pem,
+iak.pub.pem, idevid.crt.pem, idevid.pub.pem and platform.pem.
+
 The state image is the container the profile's SVSM reads:
   svsm-poc   BlockFS: XTS-AES-256 sectors, 16 MiB sparse by default
   svsm-2026  CocoonFS v1 (cocoon-tpm-storage 0.1.4): the NVChip at inode
@@ -435,8 +439,12 @@ Examples:
       -o state.img --cert-dir certs --json
   vtpm-mfg manufacture --key-file state.key --ca-cert ca.pem --ca-key ca.key -o state.img \
       --ek L-1,L-2,H-3,H-7 --persist ek,srk
+  vtpm-mfg manufacture --key-file state.key --ca-cert ca.pem --ca-key ca.key -o state.img \
+      --iak ecc-p256 --idevid ecc-p256 --device-serial vm-0001 --cert-dir certs
+  vtpm-mfg manufacture --key-file state.key --ca-cert ca.pem --ca-key ca.key -o platform.img \
+      --platform-cert --platform-manufacturer "Example Corp" --device-serial vm-0002
   vtpm-mfg manufacture --profile svsm-2026 --format nvchip --ca-cert ca.pem --ca-key ca.key -o NVChip`,
-		Flags: append(append(keyFlags("", "state key"), certFlags()...),
+		Flags: append(append(append(keyFlags("", "state key"), certFlags()...), devIDFlags("the device serial `S` in IAK/IDevID certificates (subject serialNumber, HardwareModuleName); required with --iak/--idevid")...),
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "state image (or NVChip) `FILE` to create"},
 			profileFlag(nv.DefaultProfile),
 			&cli.StringFlag{Name: "ek", Value: "rsa2048,ecc-p256", Usage: "EK types to certify, comma-separated: template names L-1 L-2 H-1 H-2 H-3 H-6 H-7 or rsa2048 (L-1), ecc-p256 (L-2), ecc-p384 (H-3), rsa3072 (H-6), rsa4096 (H-7); H-4 and H-5 need SHA-512 / SM3, which the SVSM builds lack"},
@@ -455,6 +463,13 @@ Examples:
 			p, err := nv.Get(c.String("profile"))
 			if err != nil {
 				return usagef("%v", err)
+			}
+			devid, err := parseDevID(c, p, false)
+			if err != nil {
+				return err
+			}
+			if devid.Any() && devid.DeviceSerial == "" {
+				return usagef("--device-serial is required with --iak/--idevid/--platform-cert: it names the device in their certificates")
 			}
 			algs, err := parseAlgs(c.String("ek"))
 			if err != nil {
@@ -494,7 +509,7 @@ Examples:
 			if err != nil {
 				return err
 			}
-			job := pipeline.Job{Profile: p, Algs: algs, Container: cf, Create: co, Key: key, Output: out, CertDir: c.String("cert-dir"), Force: c.Bool("force"), Persist: persist}
+			job := pipeline.Job{Profile: p, Algs: algs, Container: cf, Create: co, Key: key, Output: out, CertDir: c.String("cert-dir"), Force: c.Bool("force"), Persist: persist, DevID: devid}
 			if err := job.CheckOutputs(); err != nil {
 				return err
 			}
@@ -516,6 +531,7 @@ Examples:
 			for _, mc := range m.EKs {
 				fmt.Fprintf(e.stdout, "  %-9s EK %s, certificate serial %s at NV index %s\n", mc.Alg, mc.KeySHA256, mc.Serial, mc.Index)
 			}
+			printDevIDs(e, m.DevIDs)
 			if format == "nvchip" {
 				fmt.Fprintf(e.stdout, `To use it with upstream SVSM, pack it (vtpm-mfg pack --container cocoonfs),
 or store it in the CocoonFS state image as inode 0x100000000 with the 12
@@ -622,15 +638,26 @@ authenticated), is the container the TPM build's SVSM reads, holds the
 its TPM build, and for each EK type: the certificate is present in its NV
 index with the attributes a manufacturer sets, meets the TCG EK profile,
 names this TPM's manufacturer and firmware, chains to the CA, and
-certifies exactly the EK this TPM will derive. Prints one line per finding
-and exits 1 if there is any.
+certifies exactly the EK this TPM will derive. Device identity keys
+present (IAK at 0x81020001, IDevID at 0x81020000, certificates at NV
+0x01C90100 / 0x01C90200) are checked too: each persisted key is the one
+the TPM derives for its template, and its certificate certifies it, meets
+the DevID profile and chains to the CA; --iak/--idevid require them (of
+that type), --device-serial the serial their certificates name. Prints one
+line per finding and exits 1 if there is any.
 
-Example:
-  vtpm-mfg verify --state state.img --key-file state.key --ca-cert ca.pem`,
+Examples:
+  vtpm-mfg verify --state state.img --key-file state.key --ca-cert ca.pem
+  vtpm-mfg verify --state state.img --key-file state.key --ca-cert ca.pem \
+      --iak ecc-p256 --idevid ecc-p256 --device-serial vm-0001`,
 		Flags: append(sourceFlags(), profileFlag(""),
 			&cli.StringFlag{Name: "ca-cert", Usage: "CA certificate `FILE`(s) to trust (PEM; the root last if several)"},
 			&cli.StringFlag{Name: "ek", Value: "rsa2048,ecc-p256", Usage: "EK types that must be certified (template names or aliases, as for manufacture --ek)"},
-			jsonFlag),
+			jsonFlag,
+			&cli.StringFlag{Name: "iak", Usage: "an IAK of type `ALG` (rsa2048, rsa3072, ecc-p256, ecc-p384) must be present"},
+			&cli.StringFlag{Name: "idevid", Usage: "an IDevID of type `ALG` (rsa2048, rsa3072, ecc-p256, ecc-p384) must be present"},
+			&cli.StringFlag{Name: "device-serial", Usage: "the device serial `S` the IAK/IDevID (and platform) certificates must name"},
+			&cli.BoolFlag{Name: "platform-cert", Usage: "a platform certificate held by the RSA EK certificate must be at NV 0x01C08000"}),
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err
@@ -639,6 +666,10 @@ Example:
 				return err
 			}
 			algs, err := parseAlgs(c.String("ek"))
+			if err != nil {
+				return err
+			}
+			devid, err := parseDevID(c, nil, false)
 			if err != nil {
 				return err
 			}
@@ -655,7 +686,7 @@ Example:
 				out.Findings = []string{err.Error()}
 			} else {
 				out.Profile = im.Profile.Name
-				out.Findings = append(pipeline.ImageFindings(im, info), pipeline.Verify(im, pipeline.VerifyOptions{CA: certs[len(certs)-1:], Intermediates: certs[:len(certs)-1], Algs: algs})...)
+				out.Findings = append(pipeline.ImageFindings(im, info), pipeline.Verify(im, pipeline.VerifyOptions{CA: certs[len(certs)-1:], Intermediates: certs[:len(certs)-1], Algs: algs, DevID: devid})...)
 			}
 			out.OK = len(out.Findings) == 0
 			if out.Findings == nil {
@@ -667,6 +698,9 @@ Example:
 				}
 			} else if out.OK {
 				fmt.Fprintf(e.stdout, "OK: %s TPM, EK certificates for %s present, compliant, chained to the CA and certifying the derived EKs\n", out.Profile, c.String("ek"))
+				if ids := pipeline.DeviceIdentityIn(im); len(ids) > 0 {
+					fmt.Fprintf(e.stdout, "OK: %s present, compliant, chained to the CA and bound to this TPM\n", strings.Join(ids, ", "))
+				}
 			} else {
 				for _, f := range out.Findings {
 					fmt.Fprintf(e.stdout, "FAIL: %s\n", f)

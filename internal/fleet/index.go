@@ -30,6 +30,9 @@ type FleetLine struct {
 	// AttestationManifestSHA512 is the SHA-512 of the VM's vTPM
 	// manifest (pipeline.Manifest), for attest verify --fleet.
 	AttestationManifestSHA512 string `json:"attestation_manifest_sha512,omitempty"`
+	// Device identity keys: kind (iak, idevid) -> fingerprint.
+	DeviceSerial string            `json:"device_serial,omitempty"`
+	DevIDs       map[string]string `json:"device_identity_fingerprints,omitempty"`
 }
 
 // WriteIndex rebuilds fleet.jsonl and the registration bundle in
@@ -50,7 +53,8 @@ func WriteIndex(dir string, ca *x509.Certificate, chain []*x509.Certificate, kbs
 	var fleet, kbsList, sh bytes.Buffer
 	var inv bytes.Buffer
 	cw := csv.NewWriter(&inv)
-	cw.Write([]string{"name", "profile", "container", "alg", "ek_fingerprint", "certificate_serial", "nv_index", "attestation_manifest_sha512"})
+	cw.Write([]string{"name", "profile", "container", "alg", "ek_fingerprint", "certificate_serial", "nv_index", "device_serial", "iak_fingerprint", "idevid_fingerprint", "attestation_manifest_sha512"})
+	var devids []vmDevIDs
 	sh.WriteString(scriptHead(adminToken))
 	for _, n := range names {
 		vdir := filepath.Join(dir, n)
@@ -59,9 +63,12 @@ func WriteIndex(dir string, ca *x509.Certificate, chain []*x509.Certificate, kbs
 			return err
 		}
 		fl := FleetLine{Name: n, Directory: n, Profile: m.Profile, Container: m.Container, EKs: map[string]string{}, Serials: map[string]string{}, AttestationManifestSHA512: m.AttestationManifestSHA512}
+		dv := devIDColumns(n, m)
+		fl.DeviceSerial, fl.DevIDs = dv.serial, dv.fingerprints
+		devids = append(devids, dv)
 		for _, e := range m.EKs {
 			fl.EKs[e.Alg], fl.Serials[e.Alg] = e.KeySHA256, e.Serial
-			cw.Write([]string{n, m.Profile, m.Container, e.Alg, e.KeySHA256, e.Serial, e.Index, m.AttestationManifestSHA512})
+			cw.Write([]string{n, m.Profile, m.Container, e.Alg, e.KeySHA256, e.Serial, e.Index, dv.serial, dv.fingerprints["iak"], dv.fingerprints["idevid"], m.AttestationManifestSHA512})
 		}
 		b, _ := json.Marshal(fl)
 		fleet.Write(append(b, '\n'))
@@ -100,6 +107,9 @@ func WriteIndex(dir string, ca *x509.Certificate, chain []*x509.Certificate, kbs
 		if err := put(p, d, 0o644); err != nil {
 			return err
 		}
+	}
+	if err := writeKeylimeDevID(filepath.Join(reg, "keylime"), devids, put); err != nil {
+		return err
 	}
 	return put(filepath.Join(reg, "kbs-commands.sh"), sh.Bytes(), 0o755)
 }

@@ -30,7 +30,10 @@ type VM struct {
 	Size      string `json:"size,omitempty"`
 	EK        string `json:"ek,omitempty"`
 	KeyFile   string `json:"key_file,omitempty"`
-	Line      int    `json:"-"`
+	// DeviceSerial names the VM in its IAK/IDevID certificates ("": the
+	// run's default, the VM's name unless told otherwise).
+	DeviceSerial string `json:"device_serial,omitempty"`
+	Line         int    `json:"-"`
 }
 
 // set assigns a manifest column.
@@ -48,10 +51,12 @@ func (vm *VM) set(column, v string) {
 		vm.EK = v
 	case "key_file":
 		vm.KeyFile = v
+	case "device_serial":
+		vm.DeviceSerial = v
 	}
 }
 
-var columns = map[string]bool{"name": true, "profile": true, "container": true, "size": true, "ek": true, "key_file": true}
+var columns = map[string]bool{"name": true, "profile": true, "container": true, "size": true, "ek": true, "key_file": true, "device_serial": true}
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
@@ -97,7 +102,7 @@ func parseCSV(path string, data []byte) ([]VM, error) {
 	for i, h := range head {
 		head[i] = strings.ToLower(strings.TrimSpace(h))
 		if !columns[head[i]] {
-			return nil, fmt.Errorf("%s: line 1: unknown column %q (known: name, profile, container, size, ek, key_file)", path, h)
+			return nil, fmt.Errorf("%s: line 1: unknown column %q (known: name, profile, container, size, ek, key_file, device_serial)", path, h)
 		}
 	}
 	var vms []VM
@@ -135,7 +140,7 @@ func parseJSONL(path string, data []byte) ([]VM, error) {
 		vm := VM{Line: n}
 		for k, v := range m {
 			if !columns[k] {
-				return nil, fmt.Errorf("%s: line %d: unknown field %q (known: name, profile, container, size, ek, key_file)", path, n, k)
+				return nil, fmt.Errorf("%s: line %d: unknown field %q (known: name, profile, container, size, ek, key_file, device_serial)", path, n, k)
 			}
 			var s string
 			switch x := v.(type) {

@@ -31,6 +31,10 @@ type Defaults struct {
 	Algs      []ek.Alg
 	Strength  int
 	ZeroFree  bool
+	// DevID are the device identity keys of every VM; its DeviceSerial is
+	// a template in which {name} is the VM's name ("": "{name}"), used
+	// where the manifest has no device_serial.
+	DevID pipeline.DevIDSpec
 }
 
 // Options control a run.
@@ -72,11 +76,15 @@ type Summary struct {
 
 // vmRecord is what a VM directory says about itself (vm.json).
 type vmRecord struct {
-	Name      string `json:"name"`
-	Profile   string `json:"profile"`
-	Container string `json:"container"`
-	EK        string `json:"ek"`
-	KeyFile   string `json:"key_file,omitempty"` // an existing key named by the manifest
+	Name         string `json:"name"`
+	Profile      string `json:"profile"`
+	Container    string `json:"container"`
+	EK           string `json:"ek"`
+	KeyFile      string `json:"key_file,omitempty"` // an existing key named by the manifest
+	IAK          string `json:"iak,omitempty"`
+	IDevID       string `json:"idevid,omitempty"`
+	DeviceSerial string `json:"device_serial,omitempty"`
+	Platform     bool   `json:"platform_certificate,omitempty"`
 }
 
 const lockName = ".vtpm-mfg-batch.lock"
@@ -265,6 +273,11 @@ func one(vm VM, opts Options) (string, error) {
 	}
 	defer os.RemoveAll(tmp) // gone after the rename; cleans up on failure
 	rec := vmRecord{Name: vm.Name, Profile: p.Name, Container: f.Name(), EK: algList(algs), KeyFile: vm.KeyFile}
+	devid, err := vmDevID(vm, opts.Defaults.DevID, p)
+	if err != nil {
+		return "", err
+	}
+	rec.IAK, rec.IDevID, rec.DeviceSerial, rec.Platform = string(devid.IAK), string(devid.IDevID), devid.DeviceSerial, devid.Platform != nil
 	var key []byte
 	if vm.KeyFile != "" {
 		if key, err = (keyfile.Source{File: vm.KeyFile}).Load(nil); err != nil {
@@ -281,7 +294,7 @@ func one(vm VM, opts Options) (string, error) {
 	}
 	defer keyfile.Wipe(key)
 	job := pipeline.Job{Profile: p, Algs: algs, Cert: opts.Cert, Container: f, Create: co, Key: key,
-		Output: filepath.Join(tmp, "state.img"), CertDir: tmp}
+		Output: filepath.Join(tmp, "state.img"), CertDir: tmp, DevID: devid}
 	m, err := job.Run()
 	if err != nil {
 		return "", err
@@ -290,6 +303,12 @@ func one(vm VM, opts Options) (string, error) {
 	m.Output = "state.img"
 	for i := range m.EKs {
 		m.EKs[i].CertFile, m.EKs[i].EKFile = filepath.Base(m.EKs[i].CertFile), filepath.Base(m.EKs[i].EKFile)
+	}
+	if m.Platform != nil {
+		m.Platform.CertFile = filepath.Base(m.Platform.CertFile)
+	}
+	for i := range m.DevIDs {
+		m.DevIDs[i].CertFile, m.DevIDs[i].PubFile = filepath.Base(m.DevIDs[i].CertFile), filepath.Base(m.DevIDs[i].PubFile)
 	}
 	for name, v := range map[string]any{"manifest.json": m, "vm.json": rec} {
 		b, _ := json.MarshalIndent(v, "", "  ")

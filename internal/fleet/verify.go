@@ -67,7 +67,8 @@ func VerifyVM(dir string, ca *x509.Certificate, chain []*x509.Certificate) error
 		algs = append(algs, alg)
 	}
 	all := append([]*x509.Certificate{ca}, chain...)
-	f := append(pipeline.ImageFindings(im, info), pipeline.Verify(im, pipeline.VerifyOptions{CA: all[len(all)-1:], Intermediates: all[:len(all)-1], Algs: algs})...)
+	f := append(pipeline.ImageFindings(im, info), pipeline.Verify(im, pipeline.VerifyOptions{CA: all[len(all)-1:], Intermediates: all[:len(all)-1], Algs: algs,
+		DevID: recDevID(rec)})...)
 	if m.AttestationManifestSHA512 != "" {
 		if d, err := pipeline.AttestManifestSHA512(im); err != nil || d != m.AttestationManifestSHA512 {
 			f = append(f, fmt.Sprintf("%s: attestation_manifest_sha512 is not the SHA-512 of this image's vTPM manifest (%s%s); attest verify --fleet would name the wrong VM", filepath.Join(dir, "manifest.json"), d, errOrEmpty(err)))

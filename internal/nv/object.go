@@ -109,10 +109,9 @@ func encodeObject(o ObjectSpec) ([]byte, error) {
 			return nil, err
 		}
 		sym(r.Symmetric)
-		if r.Scheme.Scheme != tpm2.TPMAlgNull && r.Scheme.Scheme != 0 {
-			return nil, fmt.Errorf("persisting keys with an RSA scheme is not supported")
+		if err := putSigScheme(pp, tpm2.Marshal(&r.Scheme)); err != nil {
+			return nil, err
 		}
-		le.PutUint16(pp[6:], uint16(tpm2.TPMAlgNull))
 		le.PutUint16(pp[12:], uint16(r.KeyBits))
 		le.PutUint32(pp[16:], r.Exponent)
 		n, err := o.Public.Unique.RSA()
@@ -131,10 +130,12 @@ func encodeObject(o ObjectSpec) ([]byte, error) {
 			return nil, err
 		}
 		sym(e.Symmetric)
-		if (e.Scheme.Scheme != tpm2.TPMAlgNull && e.Scheme.Scheme != 0) || (e.KDF.Scheme != tpm2.TPMAlgNull && e.KDF.Scheme != 0) {
-			return nil, fmt.Errorf("persisting ECC keys with a scheme or KDF is not supported")
+		if e.KDF.Scheme != tpm2.TPMAlgNull && e.KDF.Scheme != 0 {
+			return nil, fmt.Errorf("persisting ECC keys with a KDF is not supported")
 		}
-		le.PutUint16(pp[6:], uint16(tpm2.TPMAlgNull))
+		if err := putSigScheme(pp, tpm2.Marshal(&e.Scheme)); err != nil {
+			return nil, err
+		}
 		le.PutUint16(pp[12:], uint16(e.CurveID))
 		le.PutUint16(pp[14:], uint16(tpm2.TPMAlgNull))
 		pt, err := o.Public.Unique.ECC()
@@ -225,7 +226,7 @@ func ObjectPublic(e Entry) (tpm2.TPMTPublic, uint32, error) {
 	switch pub.Type {
 	case tpm2.TPMAlgRSA:
 		pub.Parameters = tpm2.NewTPMUPublicParms(tpm2.TPMAlgRSA, &tpm2.TPMSRSAParms{Symmetric: symOf(),
-			Scheme: tpm2.TPMTRSAScheme{Scheme: tpm2.TPMIAlgRSAScheme(le.Uint16(pp[6:]))}, KeyBits: tpm2.TPMKeyBits(le.Uint16(pp[12:])), Exponent: le.Uint32(pp[16:])})
+			Scheme: rsaSchemeAt(pp), KeyBits: tpm2.TPMKeyBits(le.Uint16(pp[12:])), Exponent: le.Uint32(pp[16:])})
 		n, err := get2B(u, 0, 512)
 		if err != nil {
 			return pub, 0, err
@@ -233,7 +234,7 @@ func ObjectPublic(e Entry) (tpm2.TPMTPublic, uint32, error) {
 		pub.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{Buffer: n})
 	case tpm2.TPMAlgECC:
 		pub.Parameters = tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{Symmetric: symOf(),
-			Scheme:  tpm2.TPMTECCScheme{Scheme: tpm2.TPMIAlgECCScheme(le.Uint16(pp[6:]))},
+			Scheme:  eccSchemeAt(pp),
 			CurveID: tpm2.TPMECCCurve(le.Uint16(pp[12:])), KDF: tpm2.TPMTKDFScheme{Scheme: tpm2.TPMIAlgKDF(le.Uint16(pp[14:]))}})
 		x, err := get2B(u, 0, 80)
 		if err != nil {

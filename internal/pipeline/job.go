@@ -30,18 +30,21 @@ type Job struct {
 	CertDir   string // "" for none
 	Force     bool
 	Persist   Persist
+	DevID     DevIDSpec
 }
 
 // Manifest describes a manufactured TPM (manufacture --json).
 type Manifest struct {
-	Profile      string         `json:"profile"`
-	Output       string         `json:"output"`
-	Format       string         `json:"format"`
-	Container    string         `json:"container,omitempty"`
-	ImageSHA256  string         `json:"image_sha256"`
-	NVChipSHA256 string         `json:"nvchip_sha256"`
-	EKs          []ManifestCert `json:"endorsement_keys"`
-	Persistent   []string       `json:"persistent_handles,omitempty"`
+	Profile      string            `json:"profile"`
+	Output       string            `json:"output"`
+	Format       string            `json:"format"`
+	Container    string            `json:"container,omitempty"`
+	ImageSHA256  string            `json:"image_sha256"`
+	NVChipSHA256 string            `json:"nvchip_sha256"`
+	EKs          []ManifestCert    `json:"endorsement_keys"`
+	Persistent   []string          `json:"persistent_handles,omitempty"`
+	DevIDs       []ManifestDevID   `json:"device_identity_keys,omitempty"`
+	Platform     *ManifestPlatform `json:"platform_certificate,omitempty"`
 	// AttestationManifestSHA512 is the SHA-512 of the vTPM service
 	// manifest the SVSM's attestation reports (profiles with attestation).
 	AttestationManifestSHA512 string `json:"attestation_manifest_sha512,omitempty"`
@@ -80,6 +83,9 @@ func (j *Job) CheckOutputs() error {
 				}
 			}
 		}
+		if err := j.checkDevIDOutputs(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -95,7 +101,7 @@ func (j *Job) Run() (*Manifest, error) {
 	if err := j.CheckOutputs(); err != nil {
 		return nil, err
 	}
-	im, issued, err := Manufacture(ManufactureOptions{Profile: j.Profile, Algs: j.Algs, CertOptions: j.Cert, Persist: j.Persist})
+	im, issued, devids, err := ManufactureWithDevID(ManufactureOptions{Profile: j.Profile, Algs: j.Algs, CertOptions: j.Cert, Persist: j.Persist, DevID: j.DevID})
 	if err != nil {
 		return nil, err
 	}
@@ -153,6 +159,9 @@ func (j *Job) Run() (*Manifest, error) {
 			mc.CertFile, mc.EKFile = files[0], files[1]
 		}
 		m.EKs = append(m.EKs, mc)
+	}
+	if err = j.addDevIDs(&b, devids, m); err != nil {
+		return nil, err
 	}
 	if err := b.Commit(); err != nil {
 		return nil, err

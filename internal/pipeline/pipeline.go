@@ -159,6 +159,8 @@ type ManufactureOptions struct {
 	Algs    []ek.Alg
 	CertOptions
 	Persist Persist
+	// DevID are the device identity keys (ManufactureWithDevID).
+	DevID DevIDSpec
 }
 
 // Persist says which keys a manufactured TPM also holds persistently.
@@ -170,6 +172,9 @@ type Persist struct {
 // Manufacture creates a fresh NV image with EK certificates for each
 // requested algorithm.
 func Manufacture(o ManufactureOptions) (*nv.Image, []Issued, error) {
+	if o.DevID.Any() {
+		return nil, nil, fmt.Errorf("device identity keys need ManufactureWithDevID")
+	}
 	im, err := nv.Manufacture(o.Profile)
 	if err != nil {
 		return nil, nil, err

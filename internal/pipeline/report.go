@@ -36,7 +36,9 @@ type Report struct {
 	FreeBytes    int               `json:"nv_free_bytes"`
 	EKs          []EKReport        `json:"endorsement_keys"`
 	// AttestationManifestSHA512: see Manifest.
-	AttestationManifestSHA512 string `json:"attestation_manifest_sha512,omitempty"`
+	AttestationManifestSHA512 string          `json:"attestation_manifest_sha512,omitempty"`
+	DevIDs                    []DevIDReport   `json:"device_identity_keys,omitempty"`
+	Platform                  *PlatformReport `json:"platform_certificate,omitempty"`
 }
 
 // ObjectReport is one persistent object.
@@ -74,6 +76,9 @@ func objectReport(e nv.Entry) ObjectReport {
 func persistentRole(h uint32) string {
 	if h == SRKHandle {
 		return "storage root key (SRK)"
+	}
+	if h == IAKHandle || h == IDevIDHandle {
+		return map[uint32]string{IAKHandle: "IAK", IDevIDHandle: "IDevID"}[h]
 	}
 	for alg, eh := range ekHandles {
 		if eh == h {
@@ -137,6 +142,9 @@ func roleOf(h uint32) string {
 	}
 	if h >= ChainIndexFirst && h <= ChainIndexLast {
 		return "EK certificate chain"
+	}
+	if h == IAKCertIndex || h == IDevIDCertIndex || h == PlatformCertIndex {
+		return map[uint32]string{IAKCertIndex: "IAK certificate", IDevIDCertIndex: "IDevID certificate", PlatformCertIndex: "platform certificate"}[h]
 	}
 	return ""
 }
@@ -234,7 +242,7 @@ func Describe(im *nv.Image) (*Report, error) {
 			AttrNames: nv.AttrString(ix.Attributes), NameAlg: algName(ix.NameAlg), Size: int(ix.DataSize),
 			Role: roleOf(ix.Handle),
 		}
-		if ir.Role != "" && ix.Data != nil {
+		if ir.Role != "" && ix.Data != nil && ix.Handle != PlatformCertIndex {
 			ir.Cert = certReport(ix.Data)
 		}
 		r.Indices = append(r.Indices, ir)
@@ -271,6 +279,8 @@ func Describe(im *nv.Image) (*Report, error) {
 	if r.AttestationManifestSHA512, err = attestDigest(im, l1); err != nil {
 		return nil, err
 	}
+	r.DevIDs = describeDevIDs(im)
+	r.Platform = describePlatform(im)
 	return r, nil
 }
 
@@ -330,6 +340,8 @@ func (r *Report) Text() string {
 	if r.AttestationManifestSHA512 != "" {
 		fmt.Fprintf(&b, "attestation:        vTPM manifest (L-1 EK TPMT_PUBLIC) SHA-512 %s\n", r.AttestationManifestSHA512)
 	}
+	devIDText(&b, r.DevIDs)
+	platformText(&b, r.Platform)
 	return b.String()
 }
 
@@ -339,6 +351,10 @@ type VerifyOptions struct {
 	Intermediates []*x509.Certificate
 	Algs          []ek.Alg
 	Now           time.Time
+	// DevID are device identity keys that must be present (and the
+	// device serial their certificates must name, if set); those present
+	// are checked in any case.
+	DevID DevIDSpec
 }
 
 // Verify runs every check an operator needs before deploying an image and
@@ -369,6 +385,8 @@ func Verify(im *nv.Image, o VerifyOptions) []string {
 		return k, err
 	}
 	f = append(f, verifyPersistent(im, derive)...)
+	f = append(f, verifyDevIDs(im, o, inter)...)
+	f = append(f, verifyPlatform(im, o, inter)...)
 	for _, alg := range o.Algs {
 		h := CertIndex(alg)
 		ix := im.LookupIndex(h)
