@@ -144,6 +144,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			env.nvCmd(),
 			env.ekCmd(),
 			env.batchCmd(),
+			env.luksCmd(),
 		},
 	}
 	for _, c := range app.Commands {

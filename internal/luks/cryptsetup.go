@@ -210,3 +210,9 @@ func (d *Disk) TestPassphrase(slot int, pass []byte) (bool, error) {
 	}
 	return true, nil
 }
+
+// RemoveToken removes a token (used to undo ImportToken).
+func (d *Disk) RemoveToken(id int) error {
+	_, err := d.run(nil, nil, "token", "remove", "--token-id", strconv.Itoa(id))
+	return err
+}

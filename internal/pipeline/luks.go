@@ -8,10 +8,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"strconv"
 
 	"github.com/google/go-tpm/tpm2"
 
+	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/container"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ek"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/luks"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
@@ -411,4 +415,170 @@ func checkPolicy(t *luks.Token, digest []byte, o CheckOptions) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("the policy digest %x is not that of the stated policy (%s; expected %x): the token states another policy than the sealed object has, or other PCR values", digest, desc, want)
+}
+
+// LUKSEnrollJob enrolls a disk (or writes a token file) for a vTPM.
+type LUKSEnrollJob struct {
+	// The vTPM: a state image with its key, or a raw NVChip.
+	State, NVChip, Profile string
+	Key                    []byte
+	// Disk is a LUKS2 image or block device; DiskKeyFile unlocks it.
+	Disk, DiskKeyFile string
+	Gen               luks.Generation
+	Policy            *luks.Policy
+	PIN               []byte
+	// Keyslot is the keyslot a token written without a disk names.
+	Keyslot             int
+	TokenOut, SecretOut string
+	Force               bool
+}
+
+// LUKSEnrollResult says what was done.
+type LUKSEnrollResult struct {
+	Disk       string `json:"disk,omitempty"`
+	Keyslot    int    `json:"keyslot"`
+	Token      int    `json:"token"` // -1 without a disk
+	Format     int    `json:"guest_systemd"`
+	Parent     string `json:"parent"`
+	PolicyHash string `json:"policy_hash"`
+	SRKAdded   bool   `json:"srk_added,omitempty"`
+	TokenOut   string `json:"token_file,omitempty"`
+	SecretOut  string `json:"secret_file,omitempty"`
+}
+
+func (j *LUKSEnrollJob) source() string {
+	if j.State != "" {
+		return j.State
+	}
+	return j.NVChip
+}
+
+func (j *LUKSEnrollJob) readImage() (*nv.Image, error) {
+	if j.State != "" {
+		im, _, err := ReadState(j.State, j.Key, j.Profile)
+		return im, err
+	}
+	return ReadNVChip(j.NVChip, j.Profile)
+}
+
+// Run seals a fresh secret for the vTPM and, with a disk, adds a keyslot
+// with its passphrase and imports the token, through cryptsetup; the
+// optional token and secret files are written all together with the disk
+// change, or not at all. For systemd 254 and later an image without the SRK
+// at 0x81000001 gets it (a normal rewrite of the image).
+func (j *LUKSEnrollJob) Run() (*LUKSEnrollResult, error) {
+	for _, f := range []string{j.TokenOut, j.SecretOut} {
+		if f != "" {
+			if err := atomicfile.Check(f, j.Force); err != nil {
+				return nil, err
+			}
+		}
+	}
+	im, err := j.readImage()
+	if err != nil {
+		return nil, err
+	}
+	var disk *luks.Disk
+	tokenID, slot := -1, j.Keyslot
+	if j.Disk != "" {
+		if disk, err = luks.OpenDisk(j.Disk); err != nil {
+			return nil, err
+		}
+		md, err := disk.Metadata()
+		if err != nil {
+			return nil, err
+		}
+		if slot, tokenID = md.FreeKeyslot(), md.FreeTokenID(); slot < 0 || tokenID < 0 {
+			return nil, fmt.Errorf("%s: no free LUKS2 keyslot or token (32 each); remove one with cryptsetup luksKillSlot or token remove", j.Disk)
+		}
+	}
+	en, err := LUKSSeal(im, j.Gen, j.Policy, j.PIN, slot)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", j.source(), err)
+	}
+	defer en.Wipe()
+	res := &LUKSEnrollResult{Disk: j.Disk, Keyslot: slot, Token: tokenID, Format: int(j.Gen), Parent: en.Parent.What,
+		PolicyHash: en.Token.PolicyHash, SRKAdded: en.NeedSRK, TokenOut: j.TokenOut, SecretOut: j.SecretOut}
+
+	var b atomicfile.Batch
+	defer b.Abort()
+	if j.TokenOut != "" {
+		tj := append(en.Token.JSON(), '\n')
+		if err := b.Add(j.TokenOut, 0o644, j.Force, func(f *os.File) error { _, err := f.Write(tj); return err }); err != nil {
+			return nil, err
+		}
+	}
+	if j.SecretOut != "" {
+		if err := b.Add(j.SecretOut, 0o600, j.Force, func(f *os.File) error { _, err := f.Write(en.Passphrase); return err }); err != nil {
+			return nil, err
+		}
+	}
+	undo := func() {}
+	if disk != nil {
+		if err := disk.AddKeyslot(j.DiskKeyFile, slot, en.Passphrase); err != nil {
+			return nil, err
+		}
+		if err := disk.ImportToken(tokenID, en.Token.JSON()); err != nil {
+			if kerr := disk.KillKeyslot(j.DiskKeyFile, slot); kerr != nil {
+				return nil, fmt.Errorf("%w; removing the new keyslot %d failed too (%v): remove it with cryptsetup luksKillSlot %s %d", err, slot, kerr, j.Disk, slot)
+			}
+			return nil, fmt.Errorf("%w (the new keyslot was removed again; the disk is unchanged)", err)
+		}
+		undo = func() {
+			disk.RemoveToken(tokenID)
+			disk.KillKeyslot(j.DiskKeyFile, slot)
+		}
+	}
+	if en.NeedSRK {
+		if err := j.persistSRK(en.Parent); err != nil {
+			undo()
+			return nil, err
+		}
+	}
+	if err := b.Commit(); err != nil {
+		undo()
+		return nil, err
+	}
+	return res, nil
+}
+
+// persistSRK rewrites the image with the SRK at 0x81000001.
+func (j *LUKSEnrollJob) persistSRK(srk *SealParent) error {
+	add := func(nvb []byte) ([]byte, error) {
+		im, err := ParseNV(j.source(), nvb, j.Profile)
+		if err != nil {
+			return nil, err
+		}
+		have, err := SRKState(im, srk)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", j.source(), err)
+		}
+		if !have {
+			if _, err := PersistSRK(im); err != nil {
+				return nil, fmt.Errorf("%s: adding the SRK at 0x%08x: %w", j.source(), SRKHandle, err)
+			}
+		}
+		return im.Bytes(), nil
+	}
+	if j.State != "" {
+		f, err := container.DetectFile(j.State)
+		if err != nil {
+			return err
+		}
+		return f.Update(j.State, j.Key, nil, add)
+	}
+	rw, err := atomicfile.BeginRewrite(j.NVChip)
+	if err != nil {
+		return err
+	}
+	defer rw.Close()
+	old, err := io.ReadAll(rw.File)
+	if err != nil {
+		return fmt.Errorf("%s: %s", j.NVChip, atomicfile.ErrText(err))
+	}
+	nvb, err := add(old)
+	if err != nil {
+		return err
+	}
+	return rw.Commit(func(f *os.File) error { _, err := f.Write(nvb); return err })
 }
