@@ -64,7 +64,7 @@ Examples:
   vtpm-mfg luks enroll --state state.img --key-file state.key --disk disk.img \
       --disk-key-file disk.key --guest-systemd 252 --tpm2-pcrs 7:0000000000000000000000000000000000000000000000000000000000000000
   vtpm-mfg luks enroll --state state.img --key-file state.key --no-pcr-policy \
-      --keyslot 2 --token-out token.json --secret-out secret.txt`
+      --keyslot 3 --token-out token.json --secret-out secret.txt`
 
 const luksCheckHelp = `Reads every systemd-tpm2 token of the disk and, offline (with this tool's
 own derivation from the image's storage seed, not a TPM), unseals it under

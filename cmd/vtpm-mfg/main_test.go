@@ -61,6 +61,8 @@ func TestScripts(t *testing.T) {
 			"mkca":       cmdMkCA,
 			"issuebig":   cmdIssueBig,
 			"issueplain": cmdIssuePlain,
+			"mkluks":     cmdMkLUKS,
+			"mkrsakey":   cmdMkRSAKey,
 		},
 	})
 }

@@ -191,7 +191,7 @@ func (d *Disk) KillKeyslot(keyFile string, slot int) error {
 func (d *Disk) ImportToken(id int, tokenJSON []byte) error {
 	_, err := d.run(tokenJSON, nil, "token", "import", "--json-file", "-", "--token-id", strconv.Itoa(id))
 	if err != nil {
-		return fmt.Errorf("%s: importing token %d: %w", d.Path, id, err)
+		return fmt.Errorf("%s: importing token %d: %w; if the LUKS2 metadata area is full (cryptsetup --debug says \"JSON does not fit\"), remove unused tokens or keyslots, or make the disk with a larger cryptsetup luksFormat --luks2-metadata-size", d.Path, id, err)
 	}
 	return nil
 }
