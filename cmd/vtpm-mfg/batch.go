@@ -63,7 +63,7 @@ func (e *cmdEnv) batchCmd() *cli.Command {
 		Usage:       "manufacture many vTPMs in one run, resumable, with a registration bundle",
 		UsageText:   "vtpm-mfg batch (--manifest FILE | --count N --name PATTERN) --out-dir DIR --ca-cert C --ca-key CK [options]\n   vtpm-mfg batch verify DIR --ca-cert C\n   vtpm-mfg batch index DIR --ca-cert C",
 		Description: batchHelp,
-		Flags: append(certFlags(),
+		Flags: append(append(certFlags(), luksBatchFlags()...),
 			&cli.StringFlag{Name: "manifest", Usage: "fleet `FILE`: CSV with a header, or JSON lines"},
 			&cli.IntFlag{Name: "count", Usage: "make `N` VMs named by --name"},
 			&cli.StringFlag{Name: "name", Value: "vm-%04d", Usage: "name `PATTERN` for --count"},
@@ -146,6 +146,12 @@ func (e *cmdEnv) batchRun(c *cli.Context) error {
 		Defaults:  fleet.Defaults{Profile: c.String("profile"), Container: c.String("container"), Size: co.Size, Algs: algs, Strength: co.Strength, ZeroFree: co.ZeroFree},
 		ParseSize: parseSize,
 		ParseAlgs: func(s string) ([]ek.Alg, error) { return parseAlgs(s) },
+	}
+	if opts.LUKS, err = luksBatchOptions(c); err != nil {
+		return err
+	}
+	if err := needLUKSPolicy(vms, opts.LUKS); err != nil {
+		return err
 	}
 	event, stopProgress := e.progress(c.Bool("json"), len(vms))
 	opts.Event = event

@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/fleet"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/keyfile"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/luks"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/pipeline"
@@ -265,34 +266,9 @@ func (e *cmdEnv) luksEnroll(c *cli.Context) error {
 			return usagef("%s: --disk-key-file %s: not a regular file", name, kf)
 		}
 	}
-	p := &luks.Policy{}
-	if pk := c.String("tpm2-public-key"); pk != "" {
-		if p.PubKeyPEM, err = os.ReadFile(pk); err != nil {
-			return fmt.Errorf("%s: %s", pk, atomicfile.ErrText(err))
-		}
-		if _, err := p.PublicKey(); err != nil {
-			return fmt.Errorf("%s: %v; give the PEM public key that signs the PCR policy (systemd-measure sign --public-key, ukify --pcr-public-key)", pk, err)
-		}
-		p.PubKeyPCRs = []int{11}
-		if s := c.String("tpm2-public-key-pcrs"); s != "" {
-			if p.PubKeyPCRs, err = parsePCRList(s); err != nil {
-				return usagef("%s: --tpm2-public-key-pcrs: %v", name, err)
-			}
-		}
-	} else if c.IsSet("tpm2-public-key-pcrs") {
-		return usagef("%s: --tpm2-public-key-pcrs needs --tpm2-public-key", name)
-	}
-	if s := c.String("tpm2-pcrs"); s != "" {
-		if p.Bank, p.PCRs, err = parsePCRValues(s); err != nil {
-			return usagef("%s: --tpm2-pcrs: %v", name, err)
-		}
-	}
-	hasPolicy := p.PubKeyPEM != nil || p.PCRs != nil
-	switch {
-	case !hasPolicy && !c.Bool("no-pcr-policy"):
-		return usagef("%s: no PCR policy given: give --tpm2-public-key PEM (signed PCR 11 policy) or --tpm2-pcrs, or --no-pcr-policy to bind the secret to this vTPM only (any OS booted in this VM could then unseal it)", name)
-	case hasPolicy && c.Bool("no-pcr-policy"):
-		return usagef("%s: --no-pcr-policy contradicts --tpm2-public-key/--tpm2-pcrs", name)
+	p, err := policyFlags(c, true)
+	if err != nil {
+		return err
 	}
 	pin, err := e.readPIN(c)
 	if err != nil {
@@ -391,6 +367,81 @@ func (e *cmdEnv) luksCheck(c *cli.Context) error {
 	}
 	if failed {
 		return cli.Exit("", 1)
+	}
+	return nil
+}
+
+// policyFlags reads the PCR policy flags (luks enroll, batch). With
+// required, no policy at all needs --no-pcr-policy; otherwise it returns
+// nil when no flag is given.
+func policyFlags(c *cli.Context, required bool) (*luks.Policy, error) {
+	name := c.Command.FullName()
+	var err error
+	p := &luks.Policy{}
+	if pk := c.String("tpm2-public-key"); pk != "" {
+		if p.PubKeyPEM, err = os.ReadFile(pk); err != nil {
+			return nil, fmt.Errorf("%s: %s", pk, atomicfile.ErrText(err))
+		}
+		if _, err := p.PublicKey(); err != nil {
+			return nil, fmt.Errorf("%s: %v; give the PEM public key that signs the PCR policy (systemd-measure sign --public-key, ukify --pcr-public-key)", pk, err)
+		}
+		p.PubKeyPCRs = []int{11}
+		if s := c.String("tpm2-public-key-pcrs"); s != "" {
+			if p.PubKeyPCRs, err = parsePCRList(s); err != nil {
+				return nil, usagef("%s: --tpm2-public-key-pcrs: %v", name, err)
+			}
+		}
+	} else if c.IsSet("tpm2-public-key-pcrs") {
+		return nil, usagef("%s: --tpm2-public-key-pcrs needs --tpm2-public-key", name)
+	}
+	if s := c.String("tpm2-pcrs"); s != "" {
+		if p.Bank, p.PCRs, err = parsePCRValues(s); err != nil {
+			return nil, usagef("%s: --tpm2-pcrs: %v", name, err)
+		}
+	}
+	hasPolicy := p.PubKeyPEM != nil || p.PCRs != nil
+	switch {
+	case !hasPolicy && !c.Bool("no-pcr-policy") && !required:
+		return nil, nil
+	case !hasPolicy && !c.Bool("no-pcr-policy"):
+		return nil, usagef("%s: no PCR policy given: give --tpm2-public-key PEM (signed PCR 11 policy) or --tpm2-pcrs, or --no-pcr-policy to bind the secret to this vTPM only (any OS booted in this VM could then unseal it)", name)
+	case hasPolicy && c.Bool("no-pcr-policy"):
+		return nil, usagef("%s: --no-pcr-policy contradicts --tpm2-public-key/--tpm2-pcrs", name)
+	}
+	return p, nil
+}
+
+// luksBatchFlags are batch's flags for the disk and disk_key_file columns.
+func luksBatchFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "guest-systemd", Value: "254", Usage: "for VMs with a disk: the guest's systemd `VERSION` (252, 254, 257; see luks enroll --help)"},
+		&cli.StringFlag{Name: "tpm2-public-key", Usage: "for VMs with a disk: `PEM` key of a signed PCR policy"},
+		&cli.StringFlag{Name: "tpm2-public-key-pcrs", Usage: "`PCRS` of the signed policy (default 11)"},
+		&cli.StringFlag{Name: "tpm2-pcrs", Usage: "for VMs with a disk: literal PCR policy `PCR:HEX`[,...]"},
+		&cli.BoolFlag{Name: "no-pcr-policy", Usage: "for VMs with a disk: bind to the vTPM only, no PCRs"},
+	}
+}
+
+// luksBatchOptions reads luksBatchFlags; nil if no policy was given.
+func luksBatchOptions(c *cli.Context) (*fleet.LUKS, error) {
+	g, err := luks.ParseGeneration(c.String("guest-systemd"))
+	if err != nil {
+		return nil, usagef("%s: --guest-systemd: %v", c.Command.FullName(), err)
+	}
+	p, err := policyFlags(c, false)
+	if err != nil || p == nil {
+		return nil, err
+	}
+	return &fleet.LUKS{Gen: g, Policy: p}, nil
+}
+
+// needLUKSPolicy refuses a manifest with disks but no PCR policy flag
+// before anything is made.
+func needLUKSPolicy(vms []fleet.VM, l *fleet.LUKS) error {
+	for _, vm := range vms {
+		if vm.Disk != "" && l == nil {
+			return usagef("batch: VM %s has a disk to enroll: give the PCR policy for the disks (--tpm2-public-key PEM, --tpm2-pcrs, or --no-pcr-policy; see luks enroll --help)", vm.Name)
+		}
 	}
 	return nil
 }

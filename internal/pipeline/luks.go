@@ -431,6 +431,9 @@ type LUKSEnrollJob struct {
 	Keyslot             int
 	TokenOut, SecretOut string
 	Force               bool
+	// BeforeDiskChange, if set, is told the keyslot and token the disk
+	// will get, before it is changed (a journal for resuming after a crash).
+	BeforeDiskChange func(keyslot, token int) error
 }
 
 // LUKSEnrollResult says what was done.
@@ -514,6 +517,11 @@ func (j *LUKSEnrollJob) Run() (*LUKSEnrollResult, error) {
 		}
 	}
 	undo := func() {}
+	if disk != nil && j.BeforeDiskChange != nil {
+		if err := j.BeforeDiskChange(slot, tokenID); err != nil {
+			return nil, err
+		}
+	}
 	if disk != nil {
 		if err := disk.AddKeyslot(j.DiskKeyFile, slot, en.Passphrase); err != nil {
 			return nil, err
@@ -581,4 +589,31 @@ func (j *LUKSEnrollJob) persistSRK(srk *SealParent) error {
 		return err
 	}
 	return rw.Commit(func(f *os.File) error { _, err := f.Write(nvb); return err })
+}
+
+// LUKSUndo removes a keyslot and the token that names it from a disk (what
+// an interrupted enrollment left), if they are still there and belong
+// together.
+func LUKSUndo(diskPath, diskKeyFile string, keyslot, token int) error {
+	disk, err := luks.OpenDisk(diskPath)
+	if err != nil {
+		return err
+	}
+	md, err := disk.Metadata()
+	if err != nil {
+		return err
+	}
+	if raw, ok := md.Tokens[strconv.Itoa(token)]; ok {
+		if t, err := luks.ParseToken(raw); err == nil && t.Keyslot() == keyslot {
+			if err := disk.RemoveToken(token); err != nil {
+				return fmt.Errorf("%s: removing token %d: %w", diskPath, token, err)
+			}
+		}
+	}
+	if _, ok := md.Keyslots[strconv.Itoa(keyslot)]; ok {
+		if err := disk.KillKeyslot(diskKeyFile, keyslot); err != nil {
+			return fmt.Errorf("%s: removing keyslot %d: %w", diskPath, keyslot, err)
+		}
+	}
+	return nil
 }
