@@ -41,8 +41,13 @@ The guest's systemd (--guest-systemd) decides the token format and parent:
        lacks it.
   257  254's format; the sealed object has noDA when there is no PIN
 A 252 guest cannot use a 254-style token; a newer guest reads 252-style
-tokens. The formats were confirmed against the sources of systemd 252.39,
-254 and 257 (src/shared/tpm2-util.c, src/cryptenroll/cryptenroll-tpm2.c).
+tokens. Confirmed against systemd 252.39 (Debian 12): its sources, tokens
+its systemd-cryptenroll made (luks check reads them) and its
+systemd-cryptsetup (it unseals these tokens); and against the upstream
+src/shared/tpm2-util.c and src/cryptenroll/cryptenroll-tpm2.c of the 255
+and 257 lines (SRK parent, tpm2_srk, PIN salt, policy order, the signing
+key's exponent). 257's noDA on objects without a PIN follows tokens
+systemd 257 made.
 
 Policy, one of:
   --tpm2-public-key PEM [--tpm2-public-key-pcrs 11]
