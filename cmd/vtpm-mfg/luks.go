@@ -384,6 +384,9 @@ func policyFlags(c *cli.Context, required bool) (*luks.Policy, error) {
 	var err error
 	p := &luks.Policy{}
 	if pk := c.String("tpm2-public-key"); pk != "" {
+		if st, err := os.Stat(pk); err == nil && !st.Mode().IsRegular() {
+			return nil, usagef("%s: --tpm2-public-key %s: not a regular file", name, pk)
+		}
 		if p.PubKeyPEM, err = os.ReadFile(pk); err != nil {
 			return nil, fmt.Errorf("%s: %s", pk, atomicfile.ErrText(err))
 		}

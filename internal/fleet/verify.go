@@ -15,6 +15,8 @@ import (
 	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ek"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/keyfile"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/luks"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/pipeline"
 )
 
@@ -67,6 +69,11 @@ func VerifyVM(dir string, ca *x509.Certificate, chain []*x509.Certificate) error
 	}
 	all := append([]*x509.Certificate{ca}, chain...)
 	f := append(pipeline.ImageFindings(im, info), pipeline.Verify(im, pipeline.VerifyOptions{CA: all[len(all)-1:], Intermediates: all[:len(all)-1], Algs: algs})...)
+	if rec.Disk != "" {
+		if err := verifyDisk(im, rec); err != nil {
+			f = append(f, err.Error())
+		}
+	}
 	if len(f) > 0 {
 		return errors.New(strings.Join(f, "; "))
 	}
@@ -131,4 +138,32 @@ func VerifyDir(ctx context.Context, dir string, ca *x509.Certificate, chain []*x
 	close(idx)
 	wg.Wait()
 	return res, ctx.Err()
+}
+
+// verifyDisk checks that the VM's disk still holds its token and that the
+// token opens its keyslot on this vTPM.
+func verifyDisk(im *nv.Image, rec *vmRecord) error {
+	if rec.DiskToken == nil || rec.DiskKeyslot == nil {
+		return fmt.Errorf("vm.json names disk %s but no keyslot and token", rec.Disk)
+	}
+	disk, err := luks.OpenDisk(rec.Disk)
+	if err != nil {
+		return err
+	}
+	res, err := pipeline.LUKSCheck(im, disk, pipeline.CheckOptions{})
+	if err != nil {
+		return err
+	}
+	for _, r := range res {
+		if r.Token == *rec.DiskToken {
+			if !r.OK {
+				return fmt.Errorf("%s: %s", rec.Disk, r.Line())
+			}
+			if r.Keyslot != *rec.DiskKeyslot {
+				return fmt.Errorf("%s: token %d names keyslot %d, vm.json keyslot %d", rec.Disk, r.Token, r.Keyslot, *rec.DiskKeyslot)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: systemd-tpm2 token %d of this VM is gone", rec.Disk, *rec.DiskToken)
 }
