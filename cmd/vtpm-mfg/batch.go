@@ -33,6 +33,12 @@ command line's --profile, --container, --size and --ek. Every row is
 checked (duplicate or invalid names, unknown columns or profiles,
 unreadable key files) before any VM is made.
 
+The columns disk and disk_key_file (a LUKS2 disk, and a key that unlocks it
+now) enroll each VM's disk into its own vTPM as luks enroll does, with the
+policy of --tpm2-public-key, --tpm2-pcrs or --no-pcr-policy and
+--guest-systemd; vm.json records the keyslot and token, batch verify
+checks that they still open the disk.
+
 Crash-safe and resumable: a VM directory appears only when it is complete
 (built under a temporary name, then renamed). Run the same command again
 after a crash or Ctrl-C: finished VMs are re-verified, the others made.

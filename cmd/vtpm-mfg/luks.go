@@ -92,6 +92,13 @@ func (e *cmdEnv) luksCmd() *cli.Command {
 	return &cli.Command{
 		Name:  "luks",
 		Usage: "enroll LUKS2 disks into the vTPM offline (systemd-tpm2 tokens), check them",
+		Description: `The guest's systemd unlocks the disk from the vTPM at first boot, with no
+one at the console. See luks enroll --help and luks check --help.
+
+Examples:
+  vtpm-mfg luks enroll --state state.img --key-file state.key --disk disk.img \
+      --disk-key-file disk.key --tpm2-public-key vendor-pcr.pem
+  vtpm-mfg luks check --state state.img --key-file state.key --disk disk.img`,
 		Subcommands: []*cli.Command{
 			{
 				Name:        "enroll",
@@ -219,6 +226,9 @@ func (e *cmdEnv) readPIN(c *cli.Context) ([]byte, error) {
 	}
 	var b []byte
 	var err error
+	if f == "-" && c.String("key-file") == "-" {
+		return nil, usagef("%s: --tpm2-pin - and --key-file - both want standard input; give one of them as a file", c.Command.FullName())
+	}
 	if f == "-" {
 		b, err = io.ReadAll(io.LimitReader(e.stdin, 4096))
 	} else {
