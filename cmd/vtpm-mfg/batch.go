@@ -33,6 +33,12 @@ command line's --profile, --container, --size and --ek. Every row is
 checked (duplicate or invalid names, unknown columns or profiles,
 unreadable key files) before any VM is made.
 
+The columns disk and disk_key_file (a LUKS2 disk, and a key that unlocks it
+now) enroll each VM's disk into its own vTPM as luks enroll does, with the
+policy of --tpm2-public-key, --tpm2-pcrs or --no-pcr-policy and
+--guest-systemd; vm.json records the keyslot and token, batch verify
+checks that they still open the disk.
+
 Crash-safe and resumable: a VM directory appears only when it is complete
 (built under a temporary name, then renamed). Run the same command again
 after a crash or Ctrl-C: finished VMs are re-verified, the others made.
@@ -81,7 +87,7 @@ func (e *cmdEnv) batchCmd() *cli.Command {
 		Usage:       "manufacture many vTPMs in one run, resumable, with a registration bundle",
 		UsageText:   "vtpm-mfg batch (--manifest FILE | --count N --name PATTERN) --out-dir DIR --ca-cert C --ca-key CK [options]\n   vtpm-mfg batch verify DIR --ca-cert C\n   vtpm-mfg batch index DIR --ca-cert C",
 		Description: batchHelp,
-		Flags: append(append(certFlags(), devIDFlags("device serial `TEMPLATE` for IAK/IDevID certificates where the manifest has no device_serial; {name} is the VM's name (default: {name})")...),
+		Flags: append(append(append(certFlags(), luksBatchFlags()...), devIDFlags("device serial `TEMPLATE` for IAK/IDevID certificates where the manifest has no device_serial; {name} is the VM's name (default: {name})")...),
 			&cli.StringFlag{Name: "manifest", Usage: "fleet `FILE`: CSV with a header, or JSON lines"},
 			&cli.IntFlag{Name: "count", Usage: "make `N` VMs named by --name"},
 			&cli.StringFlag{Name: "name", Value: "vm-%04d", Usage: "name `PATTERN` for --count"},
@@ -175,6 +181,12 @@ func (e *cmdEnv) batchRun(c *cli.Context) error {
 		if c.IsSet(fl) && !used["cocoonfs"] {
 			return usagef("batch: --%s applies to CocoonFS images only, and no VM of this run is written in CocoonFS; drop the flag", fl)
 		}
+	}
+	if opts.LUKS, err = luksBatchOptions(c); err != nil {
+		return err
+	}
+	if err := needLUKSPolicy(vms, opts.LUKS); err != nil {
+		return err
 	}
 	event, stopProgress := e.progress(c.Bool("json"), len(vms))
 	opts.Event = event

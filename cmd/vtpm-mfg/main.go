@@ -145,6 +145,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			env.ekCmd(),
 			env.batchCmd(),
 			env.attestCmd(),
+			env.luksCmd(),
 		},
 	}
 	for _, c := range app.Commands {

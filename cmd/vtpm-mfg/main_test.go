@@ -85,6 +85,8 @@ func TestScripts(t *testing.T) {
 			"issuebig":   cmdIssueBig,
 			"issueplain": cmdIssuePlain,
 			"mkfifo":     cmdMkfifo,
+			"mkluks":     cmdMkLUKS,
+			"mkrsakey":   cmdMkRSAKey,
 		},
 	})
 }

@@ -12,9 +12,12 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"os"
 	"regexp"
 	"strings"
+	"syscall"
 
+	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/container"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ek"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/input"
@@ -33,7 +36,11 @@ type VM struct {
 	// DeviceSerial names the VM in its IAK/IDevID certificates ("": the
 	// run's default, the VM's name unless told otherwise).
 	DeviceSerial string `json:"device_serial,omitempty"`
-	Line         int    `json:"-"`
+	// Disk is a LUKS2 disk (image file or block device) to enroll into the
+	// VM's vTPM; DiskKeyFile holds a key that unlocks it now.
+	Disk        string `json:"disk,omitempty"`
+	DiskKeyFile string `json:"disk_key_file,omitempty"`
+	Line        int    `json:"-"`
 }
 
 // set assigns a manifest column.
@@ -53,10 +60,14 @@ func (vm *VM) set(column, v string) {
 		vm.KeyFile = v
 	case "device_serial":
 		vm.DeviceSerial = v
+	case "disk":
+		vm.Disk = v
+	case "disk_key_file":
+		vm.DiskKeyFile = v
 	}
 }
 
-var columns = map[string]bool{"name": true, "profile": true, "container": true, "size": true, "ek": true, "key_file": true, "device_serial": true}
+var columns = map[string]bool{"name": true, "profile": true, "container": true, "size": true, "ek": true, "key_file": true, "disk": true, "disk_key_file": true, "device_serial": true}
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
@@ -102,7 +113,7 @@ func parseCSV(path string, data []byte) ([]VM, error) {
 	for i, h := range head {
 		head[i] = strings.ToLower(strings.TrimSpace(h))
 		if !columns[head[i]] {
-			return nil, fmt.Errorf("%s: line 1: unknown column %q (known: name, profile, container, size, ek, key_file, device_serial)", path, h)
+			return nil, fmt.Errorf("%s: line 1: unknown column %q (known: name, profile, container, size, ek, key_file, device_serial, disk, disk_key_file)", path, h)
 		}
 	}
 	var vms []VM
@@ -140,7 +151,7 @@ func parseJSONL(path string, data []byte) ([]VM, error) {
 		vm := VM{Line: n}
 		for k, v := range m {
 			if !columns[k] {
-				return nil, fmt.Errorf("%s: line %d: unknown field %q (known: name, profile, container, size, ek, key_file, device_serial)", path, n, k)
+				return nil, fmt.Errorf("%s: line %d: unknown field %q (known: name, profile, container, size, ek, key_file, device_serial, disk, disk_key_file)", path, n, k)
 			}
 			var s string
 			switch x := v.(type) {
@@ -162,6 +173,7 @@ func parseJSONL(path string, data []byte) ([]VM, error) {
 // profiles, containers, sizes, EK lists and key files.
 func Check(path string, vms []VM) error {
 	seen := map[string]int{}
+	disks := map[string]int{}
 	for _, vm := range vms {
 		at := fmt.Sprintf("%s: line %d", path, vm.Line)
 		switch {
@@ -204,6 +216,37 @@ func Check(path string, vms []VM) error {
 			}
 			keyfile.Wipe(k)
 		}
+		if err := checkDisk(at, vm, disks); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkDisk checks the disk and disk_key_file columns: both or neither, an
+// existing disk (regular file or block device) used by one VM only, a
+// regular key file.
+func checkDisk(at string, vm VM, disks map[string]int) error {
+	if vm.Disk == "" && vm.DiskKeyFile == "" {
+		return nil
+	}
+	if vm.Disk == "" || vm.DiskKeyFile == "" {
+		return fmt.Errorf("%s: disk and disk_key_file go together (the LUKS2 disk, and a key that unlocks it now)", at)
+	}
+	st, err := os.Stat(vm.Disk)
+	if err != nil {
+		return fmt.Errorf("%s: disk %s: %v", at, vm.Disk, atomicfile.ErrText(err))
+	}
+	if !st.Mode().IsRegular() && st.Mode()&os.ModeDevice == 0 {
+		return fmt.Errorf("%s: disk %s is not a LUKS2 image file or block device", at, vm.Disk)
+	}
+	id := fmt.Sprintf("%d:%d", st.Sys().(*syscall.Stat_t).Dev, st.Sys().(*syscall.Stat_t).Ino)
+	if l, dup := disks[id]; dup {
+		return fmt.Errorf("%s: disk %s is already enrolled by the VM on line %d", at, vm.Disk, l)
+	}
+	disks[id] = vm.Line
+	if st, err := os.Stat(vm.DiskKeyFile); err != nil || !st.Mode().IsRegular() {
+		return fmt.Errorf("%s: disk_key_file %s: not a regular file", at, vm.DiskKeyFile)
 	}
 	return nil
 }

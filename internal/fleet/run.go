@@ -19,6 +19,7 @@ import (
 	"github.com/vtpm-mfg/vtpm-mfg/internal/container"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ek"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/keyfile"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/luks"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/pipeline"
 )
@@ -49,6 +50,14 @@ type Options struct {
 	KBSAdminToken string
 	// Event is called (from one goroutine at a time) after each VM.
 	Event func(Event)
+	// LUKS is how VMs with a disk column are enrolled (nil: refused).
+	LUKS *LUKS
+}
+
+// LUKS says how batch enrolls the VMs' LUKS2 disks into their vTPMs.
+type LUKS struct {
+	Gen    luks.Generation
+	Policy *luks.Policy
 }
 
 // Event reports one VM.
@@ -85,6 +94,11 @@ type vmRecord struct {
 	IDevID       string `json:"idevid,omitempty"`
 	DeviceSerial string `json:"device_serial,omitempty"`
 	Platform     bool   `json:"platform_certificate,omitempty"`
+	// The enrolled LUKS2 disk: which keyslot and token hold the vTPM's secret.
+	Disk         string `json:"disk,omitempty"`
+	DiskKeyslot  *int   `json:"disk_keyslot,omitempty"`
+	DiskToken    *int   `json:"disk_token,omitempty"`
+	GuestSystemd int    `json:"guest_systemd,omitempty"`
 }
 
 const lockName = ".vtpm-mfg-batch.lock"
@@ -259,6 +273,7 @@ func algList(algs []ek.Alg) string {
 func one(vm VM, opts Options) (string, error) {
 	final := filepath.Join(opts.Dir, vm.Name)
 	if _, err := os.Stat(filepath.Join(final, "manifest.json")); err == nil {
+		os.Remove(filepath.Join(opts.Dir, "."+vm.Name+".luks-pending")) // the enrollment completed
 		return "verified", VerifyVM(final, opts.Cert.CA.Cert, opts.Cert.CA.Chain)
 	} else if _, err := os.Stat(final); err == nil {
 		return "", fmt.Errorf("%s exists but is not a complete VM directory (no manifest.json); move it away", final)
@@ -295,9 +310,36 @@ func one(vm VM, opts Options) (string, error) {
 	defer keyfile.Wipe(key)
 	job := pipeline.Job{Profile: p, Algs: algs, Cert: opts.Cert, Container: f, Create: co, Key: key,
 		Output: filepath.Join(tmp, "state.img"), CertDir: tmp, DevID: devid}
+	pending := filepath.Join(opts.Dir, "."+vm.Name+".luks-pending")
+	if vm.Disk != "" {
+		if opts.LUKS == nil {
+			return "", fmt.Errorf("disk %s: give batch a PCR policy for the disks (--tpm2-public-key, --tpm2-pcrs or --no-pcr-policy)", vm.Disk)
+		}
+		if err := undoPending(pending, vm); err != nil {
+			return "", err
+		}
+		job.Persist.SRK = opts.LUKS.Gen.UsesSRK()
+	}
 	m, err := job.Run()
 	if err != nil {
 		return "", err
+	}
+	if vm.Disk != "" {
+		lj := &pipeline.LUKSEnrollJob{State: job.Output, Key: key, Profile: p.Name, Disk: vm.Disk, DiskKeyFile: vm.DiskKeyFile,
+			Gen: opts.LUKS.Gen, Policy: opts.LUKS.Policy,
+			BeforeDiskChange: func(slot, token int) error { return writePending(pending, vm.Disk, slot, token) }}
+		res, err := lj.Run()
+		if err != nil {
+			return "", err
+		}
+		defer os.Remove(pending) // once the VM directory is in place, or after undoing
+		rec.Disk, rec.DiskKeyslot, rec.DiskToken, rec.GuestSystemd = vm.Disk, &res.Keyslot, &res.Token, int(opts.LUKS.Gen)
+		undo := func() { pipeline.LUKSUndo(vm.Disk, vm.DiskKeyFile, res.Keyslot, res.Token) }
+		defer func() {
+			if _, err := os.Stat(final); err != nil {
+				undo()
+			}
+		}()
 	}
 	// Paths in the VM's files are relative to its directory.
 	m.Output = "state.img"
@@ -323,4 +365,37 @@ func one(vm VM, opts Options) (string, error) {
 		return "", err
 	}
 	return "made", atomicfile.SyncDir(opts.Dir)
+}
+
+// pendingEnrollment is the journal of a disk enrollment whose VM directory
+// is not yet in place.
+type pendingEnrollment struct {
+	Disk    string `json:"disk"`
+	Keyslot int    `json:"keyslot"`
+	Token   int    `json:"token"`
+}
+
+func writePending(path, disk string, slot, token int) error {
+	b, _ := json.Marshal(pendingEnrollment{Disk: disk, Keyslot: slot, Token: token})
+	return atomicfile.Create(path, 0o644, true, func(f *os.File) error { _, err := f.Write(b); return err })
+}
+
+// undoPending removes what an enrollment interrupted before its VM
+// directory appeared left on the disk (its vTPM is gone).
+func undoPending(path string, vm VM) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %v", path, atomicfile.ErrText(err))
+	}
+	var p pendingEnrollment
+	if err := json.Unmarshal(b, &p); err != nil || p.Disk != vm.Disk {
+		return fmt.Errorf("%s: an interrupted enrollment of another disk (%q); check that disk and remove this file", path, p.Disk)
+	}
+	if err := pipeline.LUKSUndo(p.Disk, vm.DiskKeyFile, p.Keyslot, p.Token); err != nil {
+		return fmt.Errorf("undoing the interrupted enrollment of %s: %w", p.Disk, err)
+	}
+	return os.Remove(path)
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/vtpm-mfg/vtpm-mfg/internal/ek"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/input"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/keyfile"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/luks"
+	"github.com/vtpm-mfg/vtpm-mfg/internal/nv"
 	"github.com/vtpm-mfg/vtpm-mfg/internal/pipeline"
 )
 
@@ -72,6 +74,11 @@ func VerifyVM(dir string, ca *x509.Certificate, chain []*x509.Certificate) error
 	if m.AttestationManifestSHA512 != "" {
 		if d, err := pipeline.AttestManifestSHA512(im); err != nil || d != m.AttestationManifestSHA512 {
 			f = append(f, fmt.Sprintf("%s: attestation_manifest_sha512 is not the SHA-512 of this image's vTPM manifest (%s%s); attest verify --fleet would name the wrong VM", filepath.Join(dir, "manifest.json"), d, errOrEmpty(err)))
+		}
+	}
+	if rec.Disk != "" {
+		if err := verifyDisk(im, rec); err != nil {
+			f = append(f, err.Error())
 		}
 	}
 	if len(f) > 0 {
@@ -145,4 +152,32 @@ func errOrEmpty(err error) string {
 		return ""
 	}
 	return ": " + err.Error()
+}
+
+// verifyDisk checks that the VM's disk still holds its token and that the
+// token opens its keyslot on this vTPM.
+func verifyDisk(im *nv.Image, rec *vmRecord) error {
+	if rec.DiskToken == nil || rec.DiskKeyslot == nil {
+		return fmt.Errorf("vm.json names disk %s but no keyslot and token", rec.Disk)
+	}
+	disk, err := luks.OpenDisk(rec.Disk)
+	if err != nil {
+		return err
+	}
+	res, err := pipeline.LUKSCheck(im, disk, pipeline.CheckOptions{})
+	if err != nil {
+		return err
+	}
+	for _, r := range res {
+		if r.Token == *rec.DiskToken {
+			if !r.OK {
+				return fmt.Errorf("%s: %s", rec.Disk, r.Line())
+			}
+			if r.Keyslot != *rec.DiskKeyslot {
+				return fmt.Errorf("%s: token %d names keyslot %d, vm.json keyslot %d", rec.Disk, r.Token, r.Keyslot, *rec.DiskKeyslot)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: systemd-tpm2 token %d of this VM is gone", rec.Disk, *rec.DiskToken)
 }
