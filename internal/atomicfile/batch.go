@@ -70,7 +70,7 @@ func (b *Batch) Add(path string, mode fs.FileMode, overwrite bool, fill func(f *
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, tmpPrefix(path)+"*")
 	if err != nil {
-		return fmt.Errorf("%s: cannot create a file in %s: %s", path, dir, ErrText(err))
+		return fmt.Errorf("%s: cannot create a file in %s: %s; %s", path, dir, ErrText(err), Remedy(err))
 	}
 	defer func() {
 		if err != nil {
@@ -84,15 +84,15 @@ func (b *Batch) Add(path string, mode fs.FileMode, overwrite bool, fill func(f *
 	if err = fill(tmp); err != nil {
 		var pe *fs.PathError
 		if errors.As(err, &pe) {
-			return fmt.Errorf("%s: %s while writing it; nothing was written", path, ErrText(err))
+			return fmt.Errorf("%s: %s while writing it; nothing was written; %s", path, ErrText(err), Remedy(err))
 		}
 		return err
 	}
 	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("%s: %s while syncing it; nothing was written", path, ErrText(err))
+		return fmt.Errorf("%s: %s while syncing it; nothing was written; %s", path, ErrText(err), Remedy(err))
 	}
 	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("%s: %s; nothing was written", path, ErrText(err))
+		return fmt.Errorf("%s: %s; nothing was written; %s", path, ErrText(err), Remedy(err))
 	}
 	b.staged = append(b.staged, staged{tmp: tmp.Name(), target: path, overwrite: overwrite})
 	return nil
@@ -117,7 +117,7 @@ func (b *Batch) Commit() error {
 			if errors.Is(err, fs.ErrExist) {
 				return fmt.Errorf("%s: %w (it appeared meanwhile; nothing was written)", s.target, ErrExists)
 			}
-			return fmt.Errorf("%s: %s; nothing was written", s.target, ErrText(err))
+			return fmt.Errorf("%s: %s; nothing was written; %s", s.target, ErrText(err), Remedy(err))
 		}
 		if !s.overwrite {
 			placed = append(placed, s.target)

@@ -44,6 +44,22 @@ func ErrText(err error) string {
 	return err.Error()
 }
 
+// Remedy says what to do about a failed write or open: "" when the error
+// says nothing more specific than itself.
+func Remedy(err error) string {
+	switch {
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return "free space on its file system (or raise the quota) and run the command again"
+	case errors.Is(err, syscall.EROFS):
+		return "the file system is read-only: work on a copy elsewhere, or remount it read-write"
+	case errors.Is(err, fs.ErrPermission):
+		return "run as a user who may write there, or fix the permissions"
+	case errors.Is(err, syscall.EIO):
+		return "the disk reported an I/O error: check it, and restore from a backup if needed"
+	}
+	return "check the path, the disk and the permissions, and run the command again"
+}
+
 // tmpPrefix is the name prefix of the temporary files for target.
 func tmpPrefix(target string) string { return "." + filepath.Base(target) + ".tmp-" }
 
@@ -51,21 +67,21 @@ func tmpPrefix(target string) string { return "." + filepath.Base(target) + ".tm
 func BeginRewrite(path string) (*Rewrite, error) {
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
-		return nil, fmt.Errorf("%s: cannot open: %s", path, ErrText(err))
+		return nil, fmt.Errorf("%s: cannot open: %s; %s", path, ErrText(err), Remedy(err))
 	}
 	st, err := os.Stat(real)
 	if err != nil {
-		return nil, fmt.Errorf("%s: cannot open: %s", path, ErrText(err))
+		return nil, fmt.Errorf("%s: cannot open: %s; %s", path, ErrText(err), Remedy(err))
 	}
 	if st.IsDir() {
-		return nil, fmt.Errorf("%s: is a directory, not an image", path)
+		return nil, fmt.Errorf("%s: is a directory, not a state image; pass the image file", path)
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: is not a regular file", path)
+		return nil, fmt.Errorf("%s: is not a regular file; pass the state image file", path)
 	}
 	f, err := os.OpenFile(real, os.O_RDWR, 0)
 	if err != nil {
-		return nil, fmt.Errorf("%s: cannot open: %s", path, ErrText(err))
+		return nil, fmt.Errorf("%s: cannot open: %s; %s", path, ErrText(err), Remedy(err))
 	}
 	r := &Rewrite{File: f, path: path, real: real}
 	if err := r.lock(); err != nil {
@@ -136,7 +152,7 @@ func (r *Rewrite) Close() error { return r.File.Close() }
 func (r *Rewrite) Commit(fill func(tmp *os.File) error) (err error) {
 	path := r.path
 	unchanged := func(what string, e error) error {
-		return fmt.Errorf("%s: %s %s; %s is unchanged", path, ErrText(e), what, path)
+		return fmt.Errorf("%s: %s %s; %s is unchanged; %s", path, ErrText(e), what, path, Remedy(e))
 	}
 	dir := filepath.Dir(r.real)
 	tmp, err := os.CreateTemp(dir, tmpPrefix(r.real)+"*")

@@ -97,7 +97,7 @@ func (e *Error) Error() string { return e.Path + ": " + e.Msg }
 // Decode decrypts and validates the first UsedSectors sectors of an image.
 func Decode(path string, head []byte, key []byte) ([]byte, Metadata, error) {
 	if len(head) < MinImageSize {
-		return nil, Metadata{}, &Error{path, fmt.Sprintf("too short for an SVSM state image: %d bytes, need at least %d (33 sectors)", len(head), MinImageSize)}
+		return nil, Metadata{}, &Error{path, fmt.Sprintf("too short for an SVSM state image: %d bytes, need at least %d (33 sectors); if it was truncated, restore it from a backup, or re-manufacture it", len(head), MinImageSize)}
 	}
 	c, err := xts.New(key)
 	if err != nil {
@@ -109,7 +109,7 @@ func Decode(path string, head []byte, key []byte) ([]byte, Metadata, error) {
 	}
 	m, err := DecodeMetadata(plain[:SectorSize])
 	if err != nil || m.Magic != Magic {
-		return nil, Metadata{}, &Error{path, "wrong key or not an SVSM state image (metadata magic mismatch)"}
+		return nil, Metadata{}, &Error{path, "wrong key or not an SVSM state image (metadata magic mismatch); check that the key is this image's (key kbs prints a key's fingerprint), that the file is a BlockFS state image, or restore it from a backup"}
 	}
 	if m.Size != NVSize {
 		return nil, m, &Error{path, fmt.Sprintf("metadata says the NVChip is %d bytes, not %d: the SVSM would re-manufacture this TPM (image unusable as it is; re-create it with pack or manufacture)", m.Size, NVSize)}

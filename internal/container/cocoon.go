@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/big"
 	"os"
+	"strings"
 	"sync"
 
 	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
@@ -160,8 +161,10 @@ func openFS(path string, img, key []byte) (*cocoonfs.FS, []byte, error) {
 	fs, err := cocoonfs.Open(img, key)
 	switch {
 	case errors.Is(err, cocoonfs.ErrWrongKey):
-		return nil, nil, fmt.Errorf("%s: wrong key, or a damaged or modified CocoonFS image: it does not authenticate under this key", path)
-	case err != nil:
+		return nil, nil, fmt.Errorf("%s: wrong key, or a damaged or modified CocoonFS image: it does not authenticate under this key; %s", path, wrongKeyRemedy)
+	case err != nil && !strings.Contains(err.Error(), ";"):
+		return nil, nil, fmt.Errorf("%s: CocoonFS: %w; %s", path, err, damagedRemedy)
+	case err != nil: // says what to do itself
 		return nil, nil, fmt.Errorf("%s: CocoonFS: %w", path, err)
 	}
 	nvi, ok := fs.Lookup(NVChipInode)
@@ -169,7 +172,7 @@ func openFS(path string, img, key []byte) (*cocoonfs.FS, []byte, error) {
 		return nil, nil, fmt.Errorf("%s: the CocoonFS image holds no vTPM NVChip (inode 0x%x): the SVSM would manufacture a new TPM at boot; create one with manufacture or pack", path, uint64(NVChipInode))
 	}
 	if len(nvi.Data) != 16384 {
-		return nil, nil, fmt.Errorf("%s: the vTPM NVChip (inode 0x%x) is %d bytes, not 16384: the SVSM would re-manufacture this TPM", path, uint64(NVChipInode), len(nvi.Data))
+		return nil, nil, fmt.Errorf("%s: the vTPM NVChip (inode 0x%x) is %d bytes, not 16384: the SVSM would re-manufacture this TPM; %s", path, uint64(NVChipInode), len(nvi.Data), damagedRemedy)
 	}
 	return fs, nvi.Data, nil
 }

@@ -42,6 +42,12 @@ type Format interface {
 	CheckSize(size int64, o CreateOptions) error
 }
 
+// What to do about an image that does not open.
+const (
+	wrongKeyRemedy = "check that the key is this image's (key kbs prints a key's fingerprint, inspect the fingerprint of the key that opens an image), or restore the image from a backup"
+	damagedRemedy  = "the image is damaged or truncated: restore it from a backup, or re-manufacture it"
+)
+
 // MaxImageSize is the largest image size accepted at all (1 TiB).
 const MaxImageSize = 1 << 40
 
