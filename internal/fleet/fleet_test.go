@@ -60,6 +60,8 @@ func TestManifestRefusals(t *testing.T) {
 		{"name,container\nvm1,ext4\n", "line 2: unknown container"},
 		{"{\"name\":\"a\"}\n{\"name\":\"b\",\"owner\":\"x\"}\n", "line 2: unknown field \"owner\""},
 		{"", "no VMs"},
+		{"name\n\"vm1\"x\n", "line 2, column 5: extraneous or missing \" in quoted-field"},
+		{"name\nvm1\nvm2,x\n", "record on line 3: wrong number of fields"},
 	} {
 		p := write(t, filepath.Join(dir, "m"), c.text)
 		_, err := ParseManifest(p, Checks{})

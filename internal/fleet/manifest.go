@@ -72,7 +72,18 @@ func ParseManifest(path string, ck Checks) ([]VM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", path, atomicfile.ErrText(err))
 	}
+	vms, err := parseManifest(path, data)
+	if err != nil {
+		return nil, err
+	}
+	return vms, Check(path, vms, ck)
+}
+
+// parseManifest parses a manifest's bytes (path names it in errors) into
+// at least one row, unchecked.
+func parseManifest(path string, data []byte) ([]VM, error) {
 	var vms []VM
+	var err error
 	if t := bytes.TrimSpace(data); len(t) > 0 && t[0] == '{' {
 		vms, err = parseJSONL(path, data)
 	} else {
@@ -84,7 +95,7 @@ func ParseManifest(path string, ck Checks) ([]VM, error) {
 	if len(vms) == 0 {
 		return nil, fmt.Errorf("%s: no VMs", path)
 	}
-	return vms, Check(path, vms, ck)
+	return vms, nil
 }
 
 func parseCSV(path string, data []byte) ([]VM, error) {
@@ -110,10 +121,12 @@ func parseCSV(path string, data []byte) ([]VM, error) {
 		if err == io.EOF {
 			break
 		}
-		line, _ := r.FieldPos(0)
 		if err != nil {
+			// A record that does not parse has no field positions; the
+			// error carries its line.
 			return nil, fmt.Errorf("%s: %v", path, err)
 		}
+		line, _ := r.FieldPos(0)
 		vm := VM{Line: line}
 		for i, v := range rec {
 			vm.set(head[i], strings.TrimSpace(v))
