@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"math"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/vtpm-mfg/vtpm-mfg/internal/atomicfile"
@@ -159,7 +161,12 @@ func parseJSONL(path string, data []byte) ([]VM, error) {
 			case string:
 				s = x
 			case float64:
-				s = fmt.Sprint(int64(x))
+				// Whole numbers only, and only those a float64 holds
+				// exactly: 1.5 or 1e30 must not become another size.
+				if x != math.Trunc(x) || math.Abs(x) > 1<<53 {
+					return nil, fmt.Errorf("%s: line %d: field %q: %v is not a whole number that can be used exactly; write it as a string", path, n, k, x)
+				}
+				s = strconv.FormatInt(int64(x), 10)
 			default:
 				return nil, fmt.Errorf("%s: line %d: field %q must be a string", path, n, k)
 			}
