@@ -2,6 +2,7 @@ package cocoonfs
 
 import (
 	"bytes"
+	"crypto/cipher"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -483,5 +484,174 @@ func FuzzIndexNodes(f *testing.F) {
 				t.Fatalf("internal node %+v does not round-trip: %+v %v", n, back, err)
 			}
 		}
+	})
+}
+
+// resealer re-authenticates modified copies of an image it has opened:
+// the entry leaf's preauthentication HMAC, the authentication tree over
+// the blocks the (possibly modified) bitmap allocates, and the root HMAC
+// over the (possibly modified) mutable header. It handles images whose
+// tree is one extent, as the writer makes them.
+type resealer struct {
+	r *reader
+}
+
+func newResealer(tb testing.TB, img, key []byte) *resealer {
+	sh, err := decodeStaticHeader(img)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r := &reader{img: img, l: sh.layout, sh: sh, ab: sh.layout.allocBlockSize()}
+	r.k = newKeys(r.l, key, sh.salt)
+	if err := r.open(); err != nil {
+		tb.Fatal(err)
+	}
+	if len(r.tree) != 1 {
+		tb.Fatalf("authentication tree in %d extents", len(r.tree))
+	}
+	return &resealer{r: r}
+}
+
+// seal re-authenticates img in place; it returns false when img's mutable
+// header or bitmap no longer say where the tree can cover it.
+func (s *resealer) seal(img []byte) bool {
+	o := s.r
+	l, ab := o.l, uint64(o.ab)
+	me := mutableHeaderExtent(l, len(o.sh.salt))
+	mh, err := decodeMutableHeader(l, img[me.Begin*ab:])
+	if err != nil || mh.imageSize*ab > uint64(len(img)) {
+		return false
+	}
+	t := o.tree[0]
+	r := &reader{img: img, l: l, ab: o.ab, k: o.k, sh: o.sh, mh: mh, g: o.g, tree: o.tree, treeSorted: o.treeSorted,
+		treeData: img[t.Begin*ab : t.End()*ab], skip: o.skip, headerEnd: o.headerEnd}
+	if mh.imageSize < t.Len {
+		return false
+	}
+	r.dataBlocks = (mh.imageSize - t.Len + 1<<r.g.aLog2 - 1) >> r.g.aLog2
+	if r.dataBlocks > r.g.maxCovered() {
+		return false
+	}
+	bmCipher := l.newCipher(o.k.derive(InodeAllocBitmap, subdomainData, purposeEncryption))
+	fb := uint64(l.bitmapFileBlockSize())
+	for _, e := range o.bmExts {
+		for off := e.Begin * ab; off+fb <= e.End()*ab; off += fb {
+			pt := decryptBlock(bmCipher, img[off:off+fb])
+			for i := 0; i+8 <= len(pt); i += 8 {
+				r.bitmap = append(r.bitmap, le64u(pt[i:]))
+			}
+		}
+	}
+	if uint64(len(r.bitmap))*64 < mh.imageSize {
+		return false
+	}
+	leafABs := uint64(1) << l.IndexLeafLog2
+	if (mh.entryLeaf+leafABs)*ab > uint64(len(img)) {
+		return false
+	}
+	m := o.k.hmac(l.PreauthHMAC, InodeIndexRoot, subdomainData, purposePreauth)
+	m.Write(img[mh.entryLeaf*ab : (mh.entryLeaf+leafABs)*ab])
+	m.Write(cipherParams(l))
+	m.Write([]byte{0, authSubjectIndexNode})
+	mh.preauth = m.Sum(nil)
+	mh.rootHMAC = r.sealTree(o.bmExts)
+	copy(img[me.Begin*ab:], mh.encode(l))
+	return true
+}
+
+// patchEncrypted replaces plaintext bytes of an encrypted block (IV, CBC
+// payload) at off, re-encrypting it under the same IV.
+func patchEncrypted(c cipher.Block, b []byte, off int, patch []byte) {
+	pt := decryptBlock(c, b)
+	if len(pt) == 0 {
+		return
+	}
+	for i, v := range patch {
+		pt[(off+i)%len(pt)] = v
+	}
+	cipher.NewCBCEncrypter(c, b[:ivLen]).CryptBlocks(b[ivLen:ivLen+len(pt)], pt)
+}
+
+// FuzzOpenResealed changes the plaintext of an image's structures (an
+// inode index node, the allocation bitmap, the mutable header's fields)
+// or its authenticated bytes, authenticates the result again under the
+// key, and opens it: the reader then parses what the fuzzer wrote, past
+// every authentication check. Whatever opens must round-trip.
+func FuzzOpenResealed(f *testing.F) {
+	key := fuzzKey()
+	l128, _ := DefaultLayout(128)
+	l256, _ := DefaultLayout(256)
+	marker := Inode{Number: 0x100000001, Data: []byte("COCONUT-SVSM")}
+	var many []Inode
+	for i := range 12 {
+		many = append(many, Inode{Number: 0x200000000 | uint64(i*7+1), Data: seqData(i*13, byte(i))})
+	}
+	many = append(many, Inode{Number: 0x300000000, Data: seqData(9000, 99)})
+	imgs := [][]byte{
+		writeSmallest(f, key, l128, nil, false, []Inode{marker, {Number: 0x100000000, Data: seqData(300, 1)}}),
+		writeSmallest(f, key, l256, nil, true, []Inode{marker}),
+		writeSmallest(f, key, l128, nil, false, many),
+	}
+	var seals []*resealer
+	for _, img := range imgs {
+		seals = append(seals, newResealer(f, img, key))
+	}
+	for i := range imgs {
+		for what := range byte(6) {
+			f.Add(byte(i), what, uint32(0), []byte{})
+			f.Add(byte(i), what, uint32(8+what), []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+		}
+	}
+	f.Fuzz(func(t *testing.T, sel, what byte, off uint32, patch []byte) {
+		if len(patch) > 64 {
+			return
+		}
+		s := seals[int(sel)%len(seals)]
+		o := s.r
+		img := append([]byte(nil), o.img...)
+		l, ab := o.l, uint64(o.ab)
+		idx := o.cipherFor(InodeIndexRoot, subdomainData)
+		switch what % 6 {
+		case 0: // the entry leaf
+			e := o.mh.entryLeaf * ab
+			patchEncrypted(idx, img[e:e+uint64(l.leafNodeSize())], int(off), patch)
+		case 1: // the index root (an internal node when there are several leaves)
+			e := o.indexRoot.ext
+			patchEncrypted(idx, img[e.Begin*ab:e.End()*ab], int(off), patch)
+		case 2: // the allocation bitmap
+			fb := uint64(l.bitmapFileBlockSize())
+			bm := o.bmExts[0]
+			n := bm.Len * ab / fb
+			at := bm.Begin*ab + uint64(off/256)%n*fb
+			patchEncrypted(l.newCipher(o.k.derive(InodeAllocBitmap, subdomainData, purposeEncryption)), img[at:at+fb], int(off%256), patch)
+		case 3: // the mutable header's fields: aux heads, entry leaf, size
+			me := mutableHeaderExtent(l, len(o.sh.salt)).Begin * ab
+			n := uint64(mutableHeaderLen(l))
+			for i, v := range patch {
+				p := (uint64(off) + uint64(i)) % n
+				if p < 16 || p >= n-16 {
+					img[me+p] = v
+				}
+			}
+		default: // any byte after the mutable header (files, lists, aux)
+			for i, v := range patch {
+				p := o.headerEnd*ab + (uint64(off)+uint64(i))%(uint64(len(img))-o.headerEnd*ab)
+				img[p] = v
+			}
+		}
+		if !s.seal(img) {
+			return
+		}
+		fs, err := Open(img, key)
+		if err != nil {
+			if len(patch) == 0 {
+				t.Fatalf("unchanged image, sealed again, does not open: %v", err)
+			}
+			if fs != nil || err.Error() == "" {
+				t.Fatal("error with a filesystem")
+			}
+			return
+		}
+		checkFS(t, fs, key)
 	})
 }
