@@ -262,9 +262,11 @@ func (r *reader) open() error {
 	return nil
 }
 
-// isAllocated tells the bitmap's view of an Allocation Block.
+// isAllocated tells the bitmap's view of an Allocation Block; blocks
+// beyond the filesystem's end are not allocated (the bitmap covers the
+// image size, and pointers from the index may point anywhere).
 func (r *reader) isAllocated(p uint64) bool {
-	return r.bitmap[p/64]>>(p%64)&1 != 0
+	return p < r.mh.imageSize && r.bitmap[p/64]>>(p%64)&1 != 0
 }
 
 // physOfDataAB maps an Allocation Block of the data block index domain to
