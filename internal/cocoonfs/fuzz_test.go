@@ -546,7 +546,7 @@ func (s *resealer) seal(img []byte) bool {
 		return false
 	}
 	leafABs := uint64(1) << l.IndexLeafLog2
-	if (mh.entryLeaf+leafABs)*ab > uint64(len(img)) {
+	if mh.entryLeaf >= mh.imageSize || (mh.entryLeaf+leafABs)*ab > uint64(len(img)) {
 		return false
 	}
 	m := o.k.hmac(l.PreauthHMAC, InodeIndexRoot, subdomainData, purposePreauth)
