@@ -493,7 +493,9 @@ func FuzzIndexNodes(f *testing.F) {
 // over the (possibly modified) mutable header. It handles images whose
 // tree is one extent, as the writer makes them.
 type resealer struct {
-	r *reader
+	r          *reader
+	chain      Extent // the extents list of the first file that has one, if any
+	chainInode uint64
 }
 
 func newResealer(tb testing.TB, img, key []byte) *resealer {
@@ -509,7 +511,28 @@ func newResealer(tb testing.TB, img, key []byte) *resealer {
 	if len(r.tree) != 1 {
 		tb.Fatalf("authentication tree in %d extents", len(r.tree))
 	}
-	return &resealer{r: r}
+	s := &resealer{r: r}
+	// Follow the leaves from the entry leaf for a file with an extents list.
+	idx := r.cipherFor(InodeIndexRoot, subdomainData)
+	for at, ok := r.mh.entryLeaf, true; ok && s.chain.Len == 0; {
+		b, err := r.extent(Extent{at, 1 << r.l.IndexLeafLog2})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		n, err := decodeLeaf(r.l, decryptBlock(idx, b))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		for _, e := range n.entries {
+			if e.inode >= FirstUserInode && e.indirect && s.chain.Len == 0 {
+				s.chain, s.chainInode = e.ext, e.inode
+			}
+		}
+		if at, ok, err = decodeBlockPtr(n.next); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return s
 }
 
 // seal re-authenticates img in place; it returns false when img's mutable
@@ -597,7 +620,7 @@ func FuzzOpenResealed(f *testing.F) {
 		seals = append(seals, newResealer(f, img, key))
 	}
 	for i := range imgs {
-		for what := range byte(6) {
+		for what := range byte(7) {
 			f.Add(byte(i), what, uint32(0), []byte{})
 			f.Add(byte(i), what, uint32(8+what), []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 		}
@@ -611,7 +634,7 @@ func FuzzOpenResealed(f *testing.F) {
 		img := append([]byte(nil), o.img...)
 		l, ab := o.l, uint64(o.ab)
 		idx := o.cipherFor(InodeIndexRoot, subdomainData)
-		switch what % 6 {
+		switch what % 7 {
 		case 0: // the entry leaf
 			e := o.mh.entryLeaf * ab
 			patchEncrypted(idx, img[e:e+uint64(l.leafNodeSize())], int(off), patch)
@@ -633,6 +656,20 @@ func FuzzOpenResealed(f *testing.F) {
 					img[me+p] = v
 				}
 			}
+		case 6: // a file's extents list (one extent: IV, padding, CBC ciphertext)
+			if s.chain.Len == 0 {
+				return
+			}
+			ext := img[s.chain.Begin*ab : s.chain.End()*ab]
+			n := chainedPayloadLen(len(ext), 0, 0, true)
+			pt := make([]byte, n)
+			ct := ext[len(ext)-n:]
+			c := o.cipherFor(s.chainInode, subdomainExtentsList)
+			cipher.NewCBCDecrypter(c, ext[:ivLen]).CryptBlocks(pt, ct)
+			for i, v := range patch {
+				pt[(int(off)+i)%n] = v
+			}
+			cipher.NewCBCEncrypter(c, ext[:ivLen]).CryptBlocks(ct, pt)
 		default: // any byte after the mutable header (files, lists, aux)
 			for i, v := range patch {
 				p := o.headerEnd*ab + (uint64(off)+uint64(i))%(uint64(len(img))-o.headerEnd*ab)
