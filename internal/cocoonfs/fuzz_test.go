@@ -692,3 +692,60 @@ func FuzzOpenResealed(f *testing.F) {
 		checkFS(t, fs, key)
 	})
 }
+
+// FuzzWriteOpen writes images of arbitrary layouts and files and opens
+// them: the reader must take back exactly what the writer wrote, whatever
+// the block sizes, hashes, key size, index shape and extents lists.
+func FuzzWriteOpen(f *testing.F) {
+	for _, s := range []int{128, 192, 256} {
+		l, _ := DefaultLayout(s)
+		f.Add(l.Encode(), []byte{12, 0, 200, 3}, uint64(0x100000000), false)
+		big := l
+		big.AllocBlock128Log2, big.IOBlockAllocBlocksLog2, big.AuthTreeDataBlockLog2, big.IndexLeafLog2, big.IndexInternalLog2 = 1, 1, 0, 1, 2
+		f.Add(big.Encode(), []byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 80}, uint64(16), true)
+	}
+	key := fuzzKey()
+	f.Fuzz(func(t *testing.T, lb, sizes []byte, first uint64, noAux bool) {
+		l, err := decodeLayout(lb)
+		if err != nil || l.ioBlockSize() > 4096 || l.leafNodeSize() > 4096 || l.internalNodeSize() > 4096 || len(sizes) > 24 {
+			return // keep images small: a few kilobytes to some hundred
+		}
+		var inodes []Inode
+		for i, n := range sizes {
+			num := first + uint64(i)*0x1_0000_0001
+			if num < FirstUserInode || num < first {
+				return
+			}
+			inodes = append(inodes, Inode{Number: num, Flags: uint32(n & 7), Data: seqData(int(n)*int(n)/4, byte(i))})
+		}
+		opts := WriteOptions{Key: key, Layout: l, Salt: []byte{1, 2, 3}, ImageBytes: 512, Inodes: inodes, NoAux: noAux, ZeroFree: true, Rand: newDetRand(3)}
+		var img []byte
+		for range 8 {
+			img, err = Write(opts)
+			var small *ErrTooSmall
+			if !errors.As(err, &small) {
+				break
+			}
+			if small.Need > 1<<20 {
+				return
+			}
+			opts.ImageBytes = max(small.Need, opts.ImageBytes+uint64(l.ioBlockSize()))
+		}
+		if err != nil {
+			return // a layout the writer cannot fill (tree nodes too small for their digests)
+		}
+		fs, err := Open(img, key)
+		if err != nil {
+			t.Fatalf("written image (%d bytes, layout %x) does not open: %v", len(img), l.Encode(), err)
+		}
+		if fs.Info.Layout != l || len(fs.Inodes) != len(inodes) {
+			t.Fatalf("written image opens with layout %+v and %d inodes", fs.Info.Layout, len(fs.Inodes))
+		}
+		for i, in := range inodes {
+			got := fs.Inodes[i]
+			if got.Number != in.Number || got.Flags != in.Flags || !bytes.Equal(got.Data, in.Data) {
+				t.Fatalf("inode 0x%x differs", in.Number)
+			}
+		}
+	})
+}
