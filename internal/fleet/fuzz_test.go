@@ -25,6 +25,15 @@ func fuzzCheck(vms []VM) error {
 	return Check(fuzzManifest, c, Checks{})
 }
 
+func allUTF8(fields ...string) bool {
+	for _, f := range fields {
+		if !utf8.ValidString(f) {
+			return false
+		}
+	}
+	return true
+}
+
 // rows strips what the format does not carry (the line numbers).
 func rows(vms []VM) []VM {
 	out := make([]VM, len(vms))
@@ -78,7 +87,7 @@ func FuzzParseManifest(f *testing.F) {
 		// of a CSV field are left to the column's own check).
 		var jl bytes.Buffer
 		for _, vm := range vms {
-			if !utf8.ValidString(vm.Name + vm.Profile + vm.Container + vm.Size + vm.EK + vm.KeyFile) {
+			if !allUTF8(vm.Name, vm.Profile, vm.Container, vm.Size, vm.EK, vm.KeyFile) {
 				jl.Reset()
 				break
 			}
