@@ -104,7 +104,13 @@ func FuzzParseManifest(f *testing.F) {
 			}
 		}
 
-		// Written back as CSV.
+		// Written back as CSV (encoding/csv reads a quoted \r\n as \n, so
+		// fields with a carriage return do not survive it).
+		for _, vm := range vms {
+			if strings.Contains(vm.Name+vm.Profile+vm.Container+vm.Size+vm.EK+vm.KeyFile, "\r") {
+				return
+			}
+		}
 		var cb bytes.Buffer
 		w := csv.NewWriter(&cb)
 		w.Write([]string{"name", "profile", "container", "size", "ek", "key_file"})
