@@ -18,8 +18,12 @@ demo: build
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 100x ./internal/...
 
+# Every fuzz target, one after another, FUZZTIME each; FUZZ picks targets
+# by name (a regular expression), e.g. make fuzz FUZZ=FuzzOpen FUZZTIME=10m.
+FUZZTIME ?= 60s
+FUZZ ?= .
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./internal/nv/
+	GO=$(GO) FUZZTIME=$(FUZZTIME) FUZZ='$(FUZZ)' ./scripts/fuzz.sh
 
 vet:
 	$(GO) vet ./...

@@ -103,8 +103,10 @@ func Decode(path string, head []byte, key []byte) ([]byte, Metadata, error) {
 	if err != nil {
 		return nil, Metadata{}, err
 	}
+	// The metadata sector tells a wrong key: the NVChip sectors are only
+	// decrypted once it has been checked.
 	plain := make([]byte, MinImageSize)
-	if err := c.DecryptSectors(plain, head[:MinImageSize]); err != nil {
+	if err := c.DecryptSectors(plain[:SectorSize], head[:SectorSize]); err != nil {
 		return nil, Metadata{}, err
 	}
 	m, err := DecodeMetadata(plain[:SectorSize])
@@ -113,6 +115,9 @@ func Decode(path string, head []byte, key []byte) ([]byte, Metadata, error) {
 	}
 	if m.Size != NVSize {
 		return nil, m, &Error{path, fmt.Sprintf("metadata says the NVChip is %d bytes, not %d: the SVSM would re-manufacture this TPM (image unusable as it is; re-create it with pack or manufacture)", m.Size, NVSize)}
+	}
+	if err := c.DecryptSectors(plain[SectorSize:], head[SectorSize:MinImageSize]); err != nil {
+		return nil, Metadata{}, err
 	}
 	return plain[SectorSize:], m, nil
 }

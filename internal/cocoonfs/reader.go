@@ -85,6 +85,7 @@ type reader struct {
 	tree       []Extent // authentication tree extents, in list order
 	treeSorted []Extent // the same, by physical position
 	treeData   []byte
+	bmExts     []Extent // allocation bitmap extents
 	bitmap     []uint64
 	skip       []Extent // allocated but digested as unallocated: journal head, aux extents
 	headerEnd  uint64
@@ -190,6 +191,7 @@ func (r *reader) open() error {
 	if err != nil {
 		return fmt.Errorf("allocation bitmap extents: %w", err)
 	}
+	r.bmExts = bmExts
 	r.treeSorted = append([]Extent(nil), r.tree...)
 	sort.Slice(r.treeSorted, func(i, j int) bool { return r.treeSorted[i].Begin < r.treeSorted[j].Begin })
 	for i := 1; i < len(r.treeSorted); i++ {
@@ -260,9 +262,11 @@ func (r *reader) open() error {
 	return nil
 }
 
-// isAllocated tells the bitmap's view of an Allocation Block.
+// isAllocated tells the bitmap's view of an Allocation Block; blocks
+// beyond the filesystem's end are not allocated (the bitmap covers the
+// image size, and pointers from the index may point anywhere).
 func (r *reader) isAllocated(p uint64) bool {
-	return r.bitmap[p/64]>>(p%64)&1 != 0
+	return p < r.mh.imageSize && r.bitmap[p/64]>>(p%64)&1 != 0
 }
 
 // physOfDataAB maps an Allocation Block of the data block index domain to

@@ -70,3 +70,25 @@ func TestTamperedImagesRefused(t *testing.T) {
 		}
 	}
 }
+
+// Pointers from an authenticated inode index to blocks beyond the
+// filesystem's end are refused with an error (the index root, a file's
+// extent), not looked up in the allocation bitmap past its end.
+func TestIndexPointersBeyondImage(t *testing.T) {
+	key := fuzzKey()
+	l, _ := DefaultLayout(128)
+	img := writeSmallest(t, key, l, nil, false, []Inode{{Number: 0x100000000, Data: seqData(300, 1)}})
+	s := newResealer(t, img, key)
+	for _, entry := range []int{2, 3} { // inode 3 (the index root), inode 0x100000000
+		c := append([]byte(nil), img...)
+		e := s.r.mh.entryLeaf * uint64(s.r.ab)
+		ptr := le64(encodeExtentPtr(Extent{Begin: 1 << 40, Len: 1}, false))
+		patchEncrypted(s.r.cipherFor(InodeIndexRoot, subdomainData), c[e:e+uint64(l.leafNodeSize())], 8+8*entry, ptr)
+		if !s.seal(c) {
+			t.Fatal("cannot seal the changed image")
+		}
+		if _, err := Open(c, key); err == nil {
+			t.Errorf("entry %d pointing beyond the image: opened", entry)
+		}
+	}
+}

@@ -362,43 +362,12 @@ func Write(opts WriteOptions) ([]byte, error) {
 	mh.preauth = m.Sum(nil)
 
 	r := &reader{img: img, l: l, ab: int(ab), k: k, mh: mh, g: g, tree: []Extent{treeExt}, treeSorted: []Extent{treeExt}, bitmap: bitmap,
-		skip: append([]Extent{jh}, auxExts...), headerEnd: me.End()}
+		skip: append([]Extent{jh}, auxExts...), headerEnd: me.End(), treeData: img[treeExt.Begin*ab : treeExt.End()*ab]}
 	r.dataBlocks = (imageABs - treeExt.Len + 1<<g.aLog2 - 1) >> g.aLog2
 	if r.dataBlocks > g.maxCovered() {
 		return nil, errors.New("internal error: authentication tree too small")
 	}
-	tree := img[treeExt.Begin*ab : treeExt.End()*ab]
-	nodeSize := int(ab) << g.nodeABLog2
-	var build func(level int, first uint64) []byte
-	build = func(level int, first uint64) []byte {
-		idx := g.nodeAt(first, level)
-		node := tree[int(idx)*nodeSize : int(idx+1)*nodeSize]
-		if level == 0 {
-			for i := uint64(0); i < 1<<g.dLog2 && first+i < r.dataBlocks; i++ {
-				copy(node[int(i)*g.dataDigest:], r.dataBlockDigest(first+i, false))
-			}
-			return node[:g.dataDigest<<g.dLog2]
-		}
-		span := uint64(1) << g.coverLog2(level-1)
-		for i := uint64(0); i < 1<<g.kLog2 && first+i*span < r.dataBlocks; i++ {
-			cf := first + i*span
-			child := build(level-1, cf)
-			h := mustHash(l.AuthTreeNodeHash).New()
-			h.Write(child)
-			h.Write(le64(g.lastEntryBegin(cf, level-1)))
-			h.Write([]byte{0, authSubjectTreeDescendant})
-			copy(node[int(i)*g.nodeDigest:], h.Sum(nil))
-		}
-		return node[:g.nodeDigest<<g.kLog2]
-	}
-	rootEntries := build(g.levels-1, 0)
-	rm := k.hmac(l.AuthTreeRootHMAC, InodeAuthTree, 0, purposeAuthRoot)
-	rm.Write(rootEntries)
-	rm.Write(le64(g.lastEntryBegin(0, g.levels-1)))
-	rm.Write(mh.counter)
-	rm.Write(imageContext(k, mh, []Extent{treeExt}, []Extent{bmExt}))
-	rm.Write([]byte{0, authSubjectTreeRoot})
-	mh.rootHMAC = rm.Sum(nil)
+	mh.rootHMAC = r.sealTree([]Extent{bmExt})
 
 	put(Extent{0, me.Begin}, encodeStaticHeader(l, salt))
 	copy(img[me.Begin*ab:], mh.encode(l))
@@ -423,4 +392,43 @@ func split(n, m int) []int {
 		}
 	}
 	return out
+}
+
+// sealTree computes the authentication tree over the image's data blocks
+// as the bitmap allocates them, into r.treeData (which must be the tree's
+// storage in the image), and returns the root HMAC for the mutable header.
+func (r *reader) sealTree(bmExts []Extent) []byte {
+	g, l, tree := r.g, r.l, r.treeData
+	clear(tree)
+	nodeSize := r.ab << g.nodeABLog2
+	var build func(level int, first uint64) []byte
+	build = func(level int, first uint64) []byte {
+		idx := g.nodeAt(first, level)
+		node := tree[int(idx)*nodeSize : int(idx+1)*nodeSize]
+		if level == 0 {
+			for i := uint64(0); i < 1<<g.dLog2 && first+i < r.dataBlocks; i++ {
+				copy(node[int(i)*g.dataDigest:], r.dataBlockDigest(first+i, false))
+			}
+			return node[:g.dataDigest<<g.dLog2]
+		}
+		span := uint64(1) << g.coverLog2(level-1)
+		for i := uint64(0); i < 1<<g.kLog2 && first+i*span < r.dataBlocks; i++ {
+			cf := first + i*span
+			child := build(level-1, cf)
+			h := mustHash(l.AuthTreeNodeHash).New()
+			h.Write(child)
+			h.Write(le64(g.lastEntryBegin(cf, level-1)))
+			h.Write([]byte{0, authSubjectTreeDescendant})
+			copy(node[int(i)*g.nodeDigest:], h.Sum(nil))
+		}
+		return node[:g.nodeDigest<<g.kLog2]
+	}
+	rootEntries := build(g.levels-1, 0)
+	rm := r.k.hmac(l.AuthTreeRootHMAC, InodeAuthTree, 0, purposeAuthRoot)
+	rm.Write(rootEntries)
+	rm.Write(le64(g.lastEntryBegin(0, g.levels-1)))
+	rm.Write(r.mh.counter)
+	rm.Write(imageContext(r.k, r.mh, r.tree, bmExts))
+	rm.Write([]byte{0, authSubjectTreeRoot})
+	return rm.Sum(nil)
 }

@@ -48,6 +48,10 @@ func TestManifestRefusals(t *testing.T) {
 		{"name,container\nvm1,ext4\n", "line 2: unknown container"},
 		{"{\"name\":\"a\"}\n{\"name\":\"b\",\"owner\":\"x\"}\n", "line 2: unknown field \"owner\""},
 		{"", "no VMs"},
+		{"{\"name\":\"a\",\"size\":1.5}\n", "line 1: field \"size\": 1.5 is not a whole number"},
+		{"{\"name\":\"a\",\"size\":1e30}\n", "line 1: field \"size\": 1e+30 is not a whole number"},
+		{"name\n\"vm1\"x\n", "line 2, column 5: extraneous or missing \" in quoted-field"},
+		{"name\nvm1\nvm2,x\n", "record on line 3: wrong number of fields"},
 	} {
 		p := write(t, filepath.Join(dir, "m"), c.text)
 		_, err := ParseManifest(p)
@@ -59,6 +63,11 @@ func TestManifestRefusals(t *testing.T) {
 	vms, err := ParseManifest(write(t, filepath.Join(dir, "ok.jsonl"), `{"name":"vm-1","profile":"svsm-2026","size":"1048576"}`+"\n"+`{"name":"vm-2","key_file":"`+key+`"}`+"\n"))
 	if err != nil || len(vms) != 2 || vms[0].Profile != "svsm-2026" || vms[1].KeyFile != key {
 		t.Fatalf("%v %+v", err, vms)
+	}
+	// A whole number is taken as the string of its digits.
+	vms, err = ParseManifest(write(t, filepath.Join(dir, "n.jsonl"), `{"name":"vm-1","size":16777216}`+"\n"))
+	if err != nil || len(vms) != 1 || vms[0].Size != "16777216" {
+		t.Fatalf("numeric size: %v %+v", err, vms)
 	}
 }
 

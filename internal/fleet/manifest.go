@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"math"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -84,7 +86,18 @@ func ParseManifest(path string) ([]VM, error) {
 	if err != nil {
 		return nil, err
 	}
+	vms, err := parseManifest(path, data)
+	if err != nil {
+		return nil, err
+	}
+	return vms, Check(path, vms)
+}
+
+// parseManifest parses a manifest's bytes (path names it in errors) into
+// at least one row, unchecked.
+func parseManifest(path string, data []byte) ([]VM, error) {
 	var vms []VM
+	var err error
 	if t := bytes.TrimSpace(data); len(t) > 0 && t[0] == '{' {
 		vms, err = parseJSONL(path, data)
 	} else {
@@ -96,7 +109,7 @@ func ParseManifest(path string) ([]VM, error) {
 	if len(vms) == 0 {
 		return nil, fmt.Errorf("%s: no VMs", path)
 	}
-	return vms, Check(path, vms)
+	return vms, nil
 }
 
 func parseCSV(path string, data []byte) ([]VM, error) {
@@ -122,10 +135,12 @@ func parseCSV(path string, data []byte) ([]VM, error) {
 		if err == io.EOF {
 			break
 		}
-		line, _ := r.FieldPos(0)
 		if err != nil {
+			// A record that does not parse has no field positions; the
+			// error carries its line.
 			return nil, fmt.Errorf("%s: %v", path, err)
 		}
+		line, _ := r.FieldPos(0)
 		vm := VM{Line: line}
 		for i, v := range rec {
 			vm.set(head[i], strings.TrimSpace(v))
@@ -158,7 +173,12 @@ func parseJSONL(path string, data []byte) ([]VM, error) {
 			case string:
 				s = x
 			case float64:
-				s = fmt.Sprint(int64(x))
+				// Whole numbers only, and only those a float64 holds
+				// exactly: 1.5 or 1e30 must not become another size.
+				if x != math.Trunc(x) || math.Abs(x) > 1<<53 {
+					return nil, fmt.Errorf("%s: line %d: field %q: %v is not a whole number that can be used exactly; write it as a string", path, n, k, x)
+				}
+				s = strconv.FormatInt(int64(x), 10)
 			default:
 				return nil, fmt.Errorf("%s: line %d: field %q must be a string", path, n, k)
 			}
