@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/vtpm-mfg/vtpm-mfg/internal/input"
 )
 
 // Batch writes several new files all or nothing: each is staged in a
@@ -57,7 +59,7 @@ func Check(path string, overwrite bool) error {
 	// Only regular files are replaced: never a device (/dev/null), FIFO,
 	// socket, directory or the link itself.
 	if !st.Mode().IsRegular() {
-		return fmt.Errorf("%s: is not a regular file (%s); refusing to replace it even with --force", path, kind(st.Mode()))
+		return fmt.Errorf("%s: is not a regular file (%s); refusing to replace it even with --force", path, input.Kind(st.Mode()))
 	}
 	return nil
 }
@@ -146,20 +148,4 @@ func (b *Batch) Abort() {
 		os.Remove(b.dirs[i]) // only if empty
 	}
 	b.staged, b.dirs = nil, nil
-}
-
-func kind(m fs.FileMode) string {
-	switch {
-	case m&fs.ModeDir != 0:
-		return "a directory"
-	case m&fs.ModeSymlink != 0:
-		return "a symbolic link"
-	case m&fs.ModeDevice != 0:
-		return "a device"
-	case m&fs.ModeNamedPipe != 0:
-		return "a FIFO"
-	case m&fs.ModeSocket != 0:
-		return "a socket"
-	}
-	return "a special file"
 }

@@ -144,15 +144,9 @@ func Issue(ca *CA, req Request) (*x509.Certificate, error) {
 	if serial.Sign() <= 0 || len(serial.Bytes()) > MaxSerialOctets || (len(serial.Bytes()) == MaxSerialOctets && serial.Bit(159) == 1) {
 		return nil, errors.New("serial number must be positive and at most 20 octets")
 	}
-	notBefore, notAfter := req.NotBefore, req.NotAfter
-	if notBefore.IsZero() {
-		notBefore = time.Now().UTC().Truncate(time.Second)
-	}
-	if notAfter.IsZero() {
-		notAfter = EndOfTime
-	}
-	if !notAfter.After(notBefore) {
-		return nil, errors.New("certificate validity: notAfter must be after notBefore")
+	notBefore, notAfter, err := validity(req.NotBefore, req.NotAfter)
+	if err != nil {
+		return nil, err
 	}
 	san, err := sanExtension(req.TPM)
 	if err != nil {
@@ -297,4 +291,20 @@ func verifyChain(cert *x509.Certificate, opt CheckOptions) error {
 	}
 	_, err := c.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
 	return err
+}
+
+// validity fills in a certificate's validity: from now (to the second)
+// when notBefore is zero, to EndOfTime (no well-defined expiration, as
+// TPM vendors do) when notAfter is zero.
+func validity(notBefore, notAfter time.Time) (time.Time, time.Time, error) {
+	if notBefore.IsZero() {
+		notBefore = time.Now().UTC().Truncate(time.Second)
+	}
+	if notAfter.IsZero() {
+		notAfter = EndOfTime
+	}
+	if !notAfter.After(notBefore) {
+		return notBefore, notAfter, errors.New("certificate validity: notAfter must be after notBefore")
+	}
+	return notBefore, notAfter, nil
 }

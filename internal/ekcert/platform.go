@@ -130,15 +130,9 @@ func IssuePlatform(ca *CA, req PlatformRequest) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	notBefore, notAfter := req.NotBefore, req.NotAfter
-	if notBefore.IsZero() {
-		notBefore = time.Now().UTC().Truncate(time.Second)
-	}
-	if notAfter.IsZero() {
-		notAfter = EndOfTime
-	}
-	if !notAfter.After(notBefore) {
-		return nil, errors.New("certificate validity: notAfter must be after notBefore")
+	notBefore, notAfter, err := validity(req.NotBefore, req.NotAfter)
+	if err != nil {
+		return nil, err
 	}
 	aki := ca.Cert.SubjectKeyId
 	var b cryptobyte.Builder

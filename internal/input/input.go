@@ -28,8 +28,9 @@ type Error struct {
 func (e *Error) Error() string { return e.Path + ": " + e.Msg }
 func (e *Error) Unwrap() error { return e.Err }
 
-// kind names a file type that is not a regular file.
-func kind(m fs.FileMode) string {
+// Kind names a file type that is not a regular file ("a FIFO (named
+// pipe)", "a directory", ...).
+func Kind(m fs.FileMode) string {
 	switch {
 	case m&fs.ModeDir != 0:
 		return "a directory"
@@ -48,7 +49,7 @@ func kind(m fs.FileMode) string {
 }
 
 func notRegular(path, what string, m fs.FileMode) error {
-	return &Error{Path: path, What: what, Msg: fmt.Sprintf("is %s, not %s %s; pass a regular file", kind(m), article(what), what)}
+	return &Error{Path: path, What: what, Msg: fmt.Sprintf("is %s, not %s %s; pass a regular file", Kind(m), article(what), what)}
 }
 
 // article is "a" or "an" for what.
