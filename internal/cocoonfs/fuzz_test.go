@@ -417,7 +417,9 @@ func FuzzEncodings(f *testing.F) {
 	})
 }
 
-func le32(b []byte) uint32  { return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24 }
+func le32(b []byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
 func le64u(b []byte) uint64 { return uint64(le32(b)) | uint64(le32(b[4:]))<<32 }
 
 // fuzzNodeLayouts are the layouts whose inode index nodes FuzzIndexNodes
