@@ -71,6 +71,7 @@ func TestStrictInput(t *testing.T) {
 		{[]string{"pack", "--nvchip", "junk.nv", "--key-file", "k", "-o", "x.img"}, 1, "fits no known TPM profile", ""},
 		{[]string{"manufacture", "--profile", "svsm-2026", "--key-file", "k", "--ca-cert", "ca.pem", "--ca-key", "ca.key", "-o", "x.img", "--size", "8388609"}, 2, "--size 8388609: 8388609 bytes is not a whole number of 512-byte blocks for a cocoonfs image; give a multiple of 512, e.g. 8388608", ""},
 		{[]string{"manufacture", "--profile", "svsm-2026", "--key-file", "k", "--ca-cert", "ca.pem", "--ca-key", "ca.key", "-o", "x.img", "--size", "1T"}, 2, "--size 1T: 1099511627776 bytes is above the largest cocoonfs image this tool writes", ""},
+		{[]string{"manufacture", "--key-file", "k", "--ca-cert", "ca.pem", "--ca-key", "ca.key", "-o", "x.img", "--size", "1025M"}, 2, "--size 1025M: 1074790400 bytes is above the largest blockfs image this tool writes (1073741824 bytes)", ""},
 		{[]string{"manufacture", "--profile", "svsm-2026", "--key-file", "k", "--ca-cert", "ca.pem", "--ca-key", "ca.key", "-o", "x.img", "--size", "32K"}, 2, "--size 32K: 32768 bytes is below the minimum", ""},
 		{[]string{"pack", "--nvchip", "junk.nv", "--key-file", "k", "-o", "x.img", "--force", "--size", "16897"}, 2, "pack: --size 16897: 16897 bytes is not a whole number of 512-byte blocks", ""},
 		{[]string{"manufacture", "--key-file", "k", "--ca-cert", "ca.pem", "--ca-key", "ca.key", "-o", "x.img", "--cocoonfs-strength", "256"}, 2, "--cocoonfs-strength applies to CocoonFS images only, and this image is blockfs", ""},

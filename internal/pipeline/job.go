@@ -132,6 +132,17 @@ func (j *Job) Run() (*Manifest, error) {
 			return nil, err
 		}
 	}
+	// The image is hashed as staged, before it is put in place: a run
+	// stopped meanwhile leaves no image behind.
+	write := fill
+	fill = func(f *os.File) error {
+		if err := write(f); err != nil {
+			return err
+		}
+		sum, err := fileSHA256(f)
+		m.ImageSHA256 = sum
+		return err
+	}
 	if err := b.Add(j.Output, 0o600, j.Force, fill); err != nil {
 		return nil, err
 	}
@@ -166,22 +177,14 @@ func (j *Job) Run() (*Manifest, error) {
 	if err := b.Commit(); err != nil {
 		return nil, err
 	}
-	if m.ImageSHA256, err = fileSHA256(j.Output); err != nil {
-		return nil, fmt.Errorf("%w (the image %s was written)", err, j.Output)
-	}
 	return m, nil
 }
 
-// fileSHA256 hashes a file as it is on disk (holes read as zeros).
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
+// fileSHA256 hashes a file's content as written (holes read as zeros).
+func fileSHA256(f *os.File) (string, error) {
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
+	if _, err := io.Copy(h, io.NewSectionReader(f, 0, 1<<62)); err != nil {
+		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
