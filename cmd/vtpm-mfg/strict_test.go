@@ -81,6 +81,8 @@ func TestStrictInput(t *testing.T) {
 		{[]string{"batch", "--count", "2", "--out-dir", "fleet", "--ca-cert", "ca.pem", "--ca-key", "ca.key", "--size", "1000"}, 2, "--size: 1000 bytes is below the minimum", ""},
 		{[]string{"manufacture", "--key-file", "k", "--ca-cert", "ca.pem", "--ca-key", "ca.key", "-o", "x.img", "--ek", "L-1,H-3", "--persist", "H-3"}, 2, "--persist: H-3 (ecc-p384): TCG Provisioning Guidance assigns no persistent handle", ""},
 		{[]string{"manufacture", "--key-file", "k", "--ca-cert", "ca.pem", "--ca-key", "ca.key", "-o", "x.img", "--ek", "L-9"}, 2, "--ek: unknown EK type", ""},
+		{[]string{"manufacture", "--format", "nvchip", "--ca-cert", "ca.pem", "--ca-key", "ca.key", "-o", "x.nv", "--size", "8M"}, 2, "--size applies to state images, and --format nvchip writes a raw NVChip", ""},
+		{[]string{"manufacture", "--format", "nvchip", "--ca-cert", "ca.pem", "--ca-key", "ca.key", "-o", "x.nv", "--cocoonfs-strength", "256"}, 2, "--cocoonfs-strength applies to state images", ""},
 	} {
 		before := snapshot()
 		code, _, stderr := in(c.args...)

@@ -502,6 +502,12 @@ Examples:
 				defer keyfile.Wipe(key)
 			} else if c.String("key-file") != "" || c.String("key-env") != "" {
 				return usagef("manufacture: --format nvchip writes an unencrypted NVChip; do not give a state key")
+			} else {
+				for _, fl := range []string{"size", "container", "cocoonfs-strength", "cocoonfs-zero-free"} {
+					if c.IsSet(fl) {
+						return usagef("manufacture: --%s applies to state images, and --format nvchip writes a raw NVChip; drop the flag", fl)
+					}
+				}
 			}
 			// Every output is checked before any work and written all
 			// together, or not at all.
