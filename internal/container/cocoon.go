@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/big"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 
@@ -385,9 +386,14 @@ func (cocoon) Update(path string, oldKey, newKey []byte, change func([]byte) ([]
 	// An image whose free space is holes (made with zero free space) stays
 	// that way; one filled with noise gets fresh noise.
 	sparse := atomicfile.Allocated(st) >= 0 && atomicfile.Allocated(st) < st.Size()/2
-	aux := fs.Info.AuxMetadata
+	aux := bytes.Clone(fs.Info.AuxMetadata)
+	layout, imageBytes := fs.Info.Layout, fs.Info.ImageBytes
+	// The old image is no longer needed: let its memory serve the new one
+	// (peak memory stays near one image's size, not two).
+	img, fs = nil, nil
+	runtime.GC()
 	out, err := cocoonfs.Write(cocoonfs.WriteOptions{
-		Key: newKey, Layout: fs.Info.Layout, ImageBytes: fs.Info.ImageBytes, Inodes: inodes,
+		Key: newKey, Layout: layout, ImageBytes: imageBytes, Inodes: inodes,
 		Aux: aux, NoAux: aux == nil, Counter: &counter, ZeroFree: sparse,
 	})
 	if err != nil {
