@@ -158,14 +158,3 @@ func ParseServices(b []byte) ([]Service, error) {
 	}
 	return out, nil
 }
-
-// ServiceName names a known service GUID.
-func ServiceName(g uuid.UUID) string {
-	switch g {
-	case VTPMGUID:
-		return "vTPM"
-	case UEFIMMGUID:
-		return "UEFI MM"
-	}
-	return "unknown service"
-}

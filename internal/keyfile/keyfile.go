@@ -98,14 +98,6 @@ func (s Source) Load(stdin io.Reader) ([]byte, error) {
 	return nil, ErrNoSource
 }
 
-func unwrapPath(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
-}
-
 // BrokerForms holds the representations key brokers expect.
 type BrokerForms struct {
 	Hex    string `json:"hex"`

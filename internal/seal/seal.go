@@ -242,9 +242,6 @@ func ParseBlob(b []byte) (obj *Object, rest []byte, err error) {
 	return &Object{Public: *pub, Private: priv}, b[len(b)-r.Len():], nil
 }
 
-// Name is the object's Name, nameAlg || H_nameAlg(TPMT_PUBLIC).
-func (o *Object) Name() ([]byte, error) { return objectName(&o.Public) }
-
 func objectName(pub *tpm2.TPMTPublic) ([]byte, error) {
 	h, err := pub.NameAlg.Hash()
 	if err != nil {
