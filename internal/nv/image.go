@@ -219,9 +219,6 @@ func (im *Image) SetTPM2B(name string, v []byte) error {
 	return nil
 }
 
-// EPS returns the endorsement primary seed as the TPM uses it.
-func (im *Image) EPS() []byte { return append([]byte(nil), im.TPM2B("EPSeed")...) }
-
 // Fingerprint is a short non-secret identifier of a secret value.
 func Fingerprint(secret []byte) string {
 	h := sha256.Sum256(append([]byte("vtpm-mfg fingerprint\x00"), secret...))

@@ -113,13 +113,9 @@ func DeriveDevID(im *nv.Image, kind ek.DevIDKind, alg ek.Alg) (*ek.Key, error) {
 	if err := CheckDevID(im.Profile, kind, alg); err != nil {
 		return nil, err
 	}
-	mode, err := ek.ModeByName(im.Profile.RSACandidate)
-	if err != nil {
-		return nil, err
-	}
-	eps := im.EPS()
-	defer clear(eps)
-	return ek.DeriveDevID(eps, kind, alg, mode)
+	return fromSeed(im, "EPSeed", func(eps []byte, mode ek.CandidateMode) (*ek.Key, error) {
+		return ek.DeriveDevID(eps, kind, alg, mode)
+	})
 }
 
 // PersistDevID makes a derived device identity key persistent at its
@@ -506,15 +502,7 @@ func verifyDevIDs(im *nv.Image, o VerifyOptions, inter []*x509.Certificate) []st
 			f = append(f, fmt.Sprintf("%s: NV index 0x%08x: %v", name, h, err))
 			continue
 		}
-		for _, p := range res.Problems {
-			f = append(f, fmt.Sprintf("%s: certificate: %s", name, p))
-		}
-		if res.KeyMismatch {
-			f = append(f, fmt.Sprintf("%s: certificate certifies %s, but this TPM derives %s", name, KeyFingerprint(res.Cert.PublicKey), KeyFingerprint(pub)))
-		}
-		if res.ChainError != nil {
-			f = append(f, fmt.Sprintf("%s: certificate does not chain to the CA: %v", name, res.ChainError))
-		}
+		f = append(f, certFindings(name, "", res.Problems, res.KeyMismatch, res.Cert, pub, res.ChainError)...)
 	}
 	return f
 }

@@ -44,13 +44,9 @@ type SealParent struct {
 // the SRK (254 and later) or the legacy primary (252), with the seedValue
 // TPM2_CreatePrimary gives it.
 func DeriveSealParent(im *nv.Image, srk bool) (*SealParent, error) {
-	mode, err := ek.ModeByName(im.Profile.RSACandidate)
-	if err != nil {
-		return nil, err
-	}
-	sps := append([]byte(nil), im.TPM2B("SPSeed")...)
-	defer clear(sps)
-	return SealParentFromSeed(sps, mode, srk)
+	return fromSeed(im, "SPSeed", func(sps []byte, mode ek.CandidateMode) (*SealParent, error) {
+		return SealParentFromSeed(sps, mode, srk)
+	})
 }
 
 // SealParentFromSeed derives the sealing parent from a storage primary seed

@@ -156,13 +156,9 @@ func PersistEK(im *nv.Image, alg ek.Alg) (uint32, error) {
 // DeriveSRK derives the storage root key (SRKTemplate) from the image's
 // storage primary seed.
 func DeriveSRK(im *nv.Image) (*ek.Key, error) {
-	mode, err := ek.ModeByName(im.Profile.RSACandidate)
-	if err != nil {
-		return nil, err
-	}
-	sps := append([]byte(nil), im.TPM2B("SPSeed")...)
-	defer clear(sps)
-	return ek.DeriveTemplate(sps, SRKTemplate(), mode, nil)
+	return fromSeed(im, "SPSeed", func(sps []byte, mode ek.CandidateMode) (*ek.Key, error) {
+		return ek.DeriveTemplate(sps, SRKTemplate(), mode, nil)
+	})
 }
 
 // PersistSRK makes the storage root key persistent at 0x81000001.

@@ -65,13 +65,23 @@ func DeriveEK(im *nv.Image, alg ek.Alg) (*ek.Key, error) {
 	if err := CheckEK(im.Profile, alg); err != nil {
 		return nil, err
 	}
+	return fromSeed(im, "EPSeed", func(eps []byte, mode ek.CandidateMode) (*ek.Key, error) {
+		return ek.Derive(eps, alg, mode, nil)
+	})
+}
+
+// fromSeed calls derive with a copy of one of the image's primary seeds
+// (wiped afterwards) and the RSA candidate mode of its TPM build, as every
+// derivation of a primary key needs them.
+func fromSeed[T any](im *nv.Image, seed string, derive func(seed []byte, mode ek.CandidateMode) (T, error)) (T, error) {
 	mode, err := ek.ModeByName(im.Profile.RSACandidate)
 	if err != nil {
-		return nil, err
+		var zero T
+		return zero, err
 	}
-	eps := im.EPS()
-	defer clear(eps)
-	return ek.Derive(eps, alg, mode, nil)
+	s := append([]byte(nil), im.TPM2B(seed)...)
+	defer clear(s)
+	return derive(s, mode)
 }
 
 // DerivePublic derives the EK and returns it with its crypto.PublicKey.

@@ -415,15 +415,24 @@ func Verify(im *nv.Image, o VerifyOptions) []string {
 			f = append(f, fmt.Sprintf("%s: NV index 0x%08x: %v", alg, h, err))
 			continue
 		}
-		for _, p := range res.Problems {
-			f = append(f, fmt.Sprintf("%s: certificate: %s", alg, p))
-		}
-		if res.KeyMismatch {
-			f = append(f, fmt.Sprintf("%s: certificate certifies %s, but this TPM derives EK %s", alg, KeyFingerprint(res.Cert.PublicKey), KeyFingerprint(pub)))
-		}
-		if res.ChainError != nil {
-			f = append(f, fmt.Sprintf("%s: certificate does not chain to the CA: %v", alg, res.ChainError))
-		}
+		f = append(f, certFindings(string(alg), "EK ", res.Problems, res.KeyMismatch, res.Cert, pub, res.ChainError)...)
+	}
+	return f
+}
+
+// certFindings are verify's lines for a checked certificate of key name:
+// profile problems, a key other than the derived one (pub; what names its
+// kind in the message), a broken chain.
+func certFindings(name, what string, problems []string, mismatch bool, cert *x509.Certificate, pub crypto.PublicKey, chainErr error) []string {
+	var f []string
+	for _, p := range problems {
+		f = append(f, fmt.Sprintf("%s: certificate: %s", name, p))
+	}
+	if mismatch {
+		f = append(f, fmt.Sprintf("%s: certificate certifies %s, but this TPM derives %s%s", name, KeyFingerprint(cert.PublicKey), what, KeyFingerprint(pub)))
+	}
+	if chainErr != nil {
+		f = append(f, fmt.Sprintf("%s: certificate does not chain to the CA: %v", name, chainErr))
 	}
 	return f
 }
